@@ -1,0 +1,1 @@
+"""Command-line interface: `napari-brgm <subcommand>`; one module per subcommand."""

@@ -1,0 +1,12 @@
+"""Reconstruction engine: the library core that the GUI and the CLI call. Knows nothing of Qt."""
+
+from napari_brgm.engine.result import Progress, Result
+
+__all__ = ["Progress", "Result", "reconstruct"]
+
+
+def reconstruct(*args, **kwargs):
+    """Reconstruct an image; see `napari_brgm.engine.reconstruct.reconstruct`."""
+    from napari_brgm.engine.reconstruct import reconstruct as _reconstruct
+
+    return _reconstruct(*args, **kwargs)

@@ -1,0 +1,40 @@
+"""What a reconstruction returns and what it reports while it runs (the engine's public contract)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class Progress:
+    """One progress report, sent to the `progress` callback after every optimisation step."""
+
+    step: int  # steps done in this stage (1-based)
+    total: int  # steps planned in this stage
+    stage: str  # "map", "vi", "sampling", ...
+    loss: float  # total loss of the last step
+    terms: dict[str, float] = field(default_factory=dict)  # the loss terms of the last step
+    elapsed: float = 0.0  # seconds since the run started
+    preview: np.ndarray | None = None  # current estimate in input units and output size, every few steps
+
+
+@dataclass
+class Result:
+    """A reconstruction in the input's intensity units; SR outputs are `factor`x the input size.
+
+    `std` is the per-pixel standard deviation over `samples` (None for point estimates such as
+    MAP, which has no posterior); `consistent` is the inpainting result with observed pixels kept
+    (None for other tasks); `partial` is True when the run was cancelled before its last step.
+    """
+
+    mean: np.ndarray  # [H', W']
+    samples: np.ndarray  # [S, H', W']
+    std: np.ndarray | None  # [H', W']
+    map: np.ndarray | None  # [H', W'] the MAP image G(w*) when the method has one
+    consistent: np.ndarray | None  # [H', W'] inpainting only
+    losses: dict[str, list[float]]  # per-step history of every loss term, "total" included
+    partial: bool
+    settings: dict[str, Any]  # everything needed to reproduce the run, plus timings
