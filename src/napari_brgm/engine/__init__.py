@@ -6,7 +6,7 @@ __all__ = ["Progress", "Result", "reconstruct"]
 
 
 def reconstruct(*args, **kwargs):
-    """Reconstruct an image; see `napari_brgm.engine.reconstruct.reconstruct`."""
-    from napari_brgm.engine.reconstruct import reconstruct as _reconstruct
+    """Reconstruct an image; see `napari_brgm.engine.reconstruction.reconstruct`."""
+    from napari_brgm.engine.reconstruction import reconstruct as _reconstruct
 
     return _reconstruct(*args, **kwargs)
