@@ -1,1 +1,25 @@
-"""operators"""
+"""Forward models y = A·x for the reconstruction tasks, each with adjoint, pseudo-inverse and back-projection.
+
+Masks everywhere in this package: NONZERO / True = MISSING (the user paints what is missing).
+"""
+
+from napari_brgm.operators.base import LinearOperator
+from napari_brgm.operators.denoising import Denoising
+from napari_brgm.operators.inpainting import Inpainting
+from napari_brgm.operators.masked import MaskedOperator
+from napari_brgm.operators.registry import OPERATORS, TASKS, make_operator
+from napari_brgm.operators.superres import MAX_FACTOR, MIN_FACTOR, SuperResolution, bicubic_matrix
+
+__all__ = [
+    "LinearOperator",
+    "SuperResolution",
+    "Inpainting",
+    "Denoising",
+    "MaskedOperator",
+    "OPERATORS",
+    "TASKS",
+    "make_operator",
+    "bicubic_matrix",
+    "MIN_FACTOR",
+    "MAX_FACTOR",
+]

@@ -1,0 +1,43 @@
+"""Progress reporting and cancellation shared by every iterative solver."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import torch
+
+
+class Monitor:
+    """Called once per optimisation step; returns False when the caller asked to stop.
+
+    `progress(stage, step, total, terms, preview)` receives plain floats and, every
+    `preview_every` steps and on the last step, the current model-domain image (a detached
+    tensor) — the engine converts it to input units only when it is shown. `should_stop()` is
+    polled after every step, so a cancel takes effect within one step.
+    """
+
+    def __init__(
+        self,
+        progress: Callable[..., None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        preview_every: int = 10,  # steps between previews (0: never)
+    ):
+        self._progress = progress
+        self._should_stop = should_stop
+        self.preview_every = preview_every
+        self.stopped = False
+        self.started = time.perf_counter()
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def __call__(self, stage: str, step: int, total: int, terms: dict[str, float], image: torch.Tensor | None) -> bool:
+        if self._progress is not None:
+            due = self.preview_every and (step % self.preview_every == 0 or step == total)
+            preview = image.detach() if (due and image is not None) else None
+            self._progress(stage, step, total, terms, preview)
+        if self._should_stop is not None and self._should_stop():
+            self.stopped = True
+        return not self.stopped

@@ -1,0 +1,29 @@
+"""The inverse problem a solver sees: a frozen generator, a forward operator and a measurement."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from napari_brgm.operators.base import LinearOperator
+
+
+@dataclass
+class Problem:
+    """y = A·G(w) + noise, everything in the generator's units ([-1, 1]) and on one device."""
+
+    generator: torch.nn.Module  # napari_brgm.priors.Generator, eval mode, frozen
+    operator: LinearOperator  # A, acting on [N, C, R, R]
+    y: torch.Tensor  # measurement [1, C, h, w]
+
+    def __post_init__(self):
+        assert self.y.ndim == 4 and self.y.shape[0] == 1, f"y must be [1, C, h, w], got {tuple(self.y.shape)}"
+
+    @property
+    def device(self) -> torch.device:
+        return self.y.device
+
+    def residual(self, images: torch.Tensor) -> torch.Tensor:
+        """A·x − y for a batch of images [N, C, R, R]."""
+        return self.operator.forward(images) - self.y
