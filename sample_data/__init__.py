@@ -1,0 +1,1 @@
+"""Sample images shipped with napari-brgm (see README.md; regenerate with make_samples.py)."""

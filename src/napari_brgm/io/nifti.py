@@ -1,0 +1,147 @@
+"""NIfTI volumes with nibabel: reading into napari order and writing results in the source geometry."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from napari_brgm.io.errors import ReadError
+from napari_brgm.io.geometry import nifti_to_zyx, spacing_from_affine, zyx_to_nifti
+from napari_brgm.io.image import MedicalImage
+from napari_brgm.io.sniff import NIFTI_SUFFIXES
+
+_SCANNER = 1  # NIfTI xform code "scanner anatomical": used when the source had no code
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suffix in sorted(NIFTI_SUFFIXES, key=len, reverse=True):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _window(header) -> tuple[float, float] | None:
+    """The display range stored in cal_min/cal_max, as (centre, width)."""
+    low, high = float(header["cal_min"]), float(header["cal_max"])
+    if np.isfinite(low) and np.isfinite(high) and high > low:
+        return ((low + high) / 2, high - low)
+    return None
+
+
+def read_nifti(path: str | Path) -> MedicalImage:
+    """Read a 2-D or 3-D NIfTI-1/-2 image (trailing axes of length 1 are dropped).
+
+    The voxel order of the file is kept, only the axes are reversed: data[z, y, x] = file[x, y, z],
+    so z stays the file's slice axis. Scaling (scl_slope/scl_inter) is applied.
+    """
+    path = Path(path)
+    try:
+        img = nib.load(path)
+    except Exception as err:  # nibabel raises several types for damaged headers
+        raise ReadError(path, f"not a valid NIfTI file ({err})") from err
+    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise ReadError(path, f"not a NIfTI image ({type(img).__name__})")
+    shape = tuple(img.shape)
+    while len(shape) > 2 and shape[-1] == 1:
+        shape = shape[:-1]
+    if len(shape) > 3:
+        reason = f"{len(shape)}-D NIfTI images (shape {tuple(img.shape)}) are not supported; only 2-D and 3-D images"
+        raise ReadError(path, reason)
+    if len(shape) < 2 or min(shape) < 1:
+        raise ReadError(path, f"the NIfTI image has no usable pixels (shape {tuple(img.shape)})")
+    if img.get_data_dtype().kind not in "biuf":
+        raise ReadError(path, f"unsupported NIfTI data type {img.get_data_dtype()} (only real grayscale values)")
+    try:
+        volume = np.asarray(img.get_fdata(dtype=np.float32)).reshape(shape)
+    except Exception as err:
+        reason = f"could not read the voxel data; the file may be truncated ({type(err).__name__}: {err})"
+        raise ReadError(path, reason) from err
+    data = np.ascontiguousarray(volume.T)
+    affine = nifti_to_zyx(img.affine)
+    spacing = spacing_from_affine(affine, data.ndim)
+    header = img.header
+    window = _window(header)
+    sform_code, qform_code = int(header["sform_code"]), int(header["qform_code"])
+    description = header["descrip"].item().decode("latin-1").strip("\x00 ")
+    metadata = {
+        "source": str(path),
+        "format": "nifti",
+        "axes": "zyx"[-data.ndim :],
+        "shape": list(data.shape),
+        "spacing": list(spacing),
+        "spacing_known": True,
+        "spacing_source": "NIfTI affine",
+        "affine": affine.tolist(),
+        "modality": None,
+        "window": list(window) if window else None,
+        "photometric_interpretation": None,
+        "inverted": False,
+        "inversion_offset": None,
+        "rescale": None,
+        "nifti": {
+            "sform_code": sform_code,
+            "qform_code": qform_code,
+            "xyz_units": header.get_xyzt_units()[0],
+            "description": description,
+        },
+    }
+    return MedicalImage(data, spacing, affine, None, window, metadata, str(path), _stem(path))
+
+
+def _geometry(geometry) -> tuple[np.ndarray, Mapping]:
+    """(affine, metadata) from a MedicalImage, a layer-metadata mapping or a bare 4x4 affine."""
+    if isinstance(geometry, MedicalImage):
+        return np.asarray(geometry.affine, dtype=float), geometry.metadata
+    if isinstance(geometry, Mapping):
+        if "affine" not in geometry:
+            raise ValueError("the metadata has no 'affine'; pass a 4x4 affine or the metadata of a napari-brgm layer")
+        return np.asarray(geometry["affine"], dtype=float), geometry
+    return np.asarray(geometry, dtype=float), {}
+
+
+def save_nifti(path: str | Path, data, geometry) -> Path:
+    """Write `data` ((z, y, x) or (y, x), napari order) as a float32 NIfTI in the given geometry.
+
+    `geometry` is a MedicalImage, its `metadata` (a napari-brgm layer's metadata) or a 4x4
+    (z, y, x) -> RAS affine. A metadata mapping must describe `data` itself: for results on a finer
+    grid pass `MedicalImage.resampled(...)` or `resampled_affine(...)`, otherwise the shape check
+    refuses the write. The sform/qform codes and description of a NIfTI source are kept; the
+    window goes to cal_min/cal_max. Returns the written path.
+    """
+    path = Path(path)
+    if not path.name.lower().endswith(NIFTI_SUFFIXES):
+        raise ValueError(f"{path}: a NIfTI file name must end with .nii or .nii.gz")
+    data = np.asarray(data, dtype=np.float32)
+    if data.ndim not in (2, 3):
+        raise ValueError(f"can only write 2-D or 3-D images, got shape {data.shape}")
+    affine, metadata = _geometry(geometry)
+    if affine.shape != (4, 4):
+        raise ValueError(f"the affine must be 4x4, got {affine.shape}")
+    shape = metadata.get("shape")
+    if shape is not None and tuple(shape) != data.shape:
+        raise ValueError(
+            f"data of shape {data.shape} do not match the source shape {tuple(shape)}; "
+            "use MedicalImage.resampled or resampled_affine for resampled results"
+        )
+    volume = data.T if data.ndim == 3 else data.T[:, :, None]
+    nifti_affine = zyx_to_nifti(affine)
+    img = nib.Nifti1Image(volume, nifti_affine)
+    info = metadata.get("nifti") or {}
+    sform_code, qform_code = int(info.get("sform_code", _SCANNER)), int(info.get("qform_code", _SCANNER))
+    if sform_code == 0 and qform_code == 0:
+        sform_code = qform_code = _SCANNER
+    img.set_sform(nifti_affine, code=sform_code)
+    img.set_qform(nifti_affine, code=qform_code)
+    img.header.set_xyzt_units(xyz="mm")
+    window = metadata.get("window")
+    if window:
+        img.header["cal_min"], img.header["cal_max"] = window[0] - window[1] / 2, window[0] + window[1] / 2
+    description = info.get("description") or f"napari-brgm {metadata.get('modality') or ''}".strip()
+    img.header["descrip"] = description.encode("latin-1", "replace")[:79]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(img, path)
+    return path
