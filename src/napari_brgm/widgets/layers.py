@@ -1,0 +1,262 @@
+"""napari layers in and out of a reconstruction: the input slice and mask, the result layers.
+
+No Qt here: these functions read and write napari layer models only, so the widget stays a thin
+form and this module can be tested without a window.
+
+Naming and re-run rule: a result layer is named '<input> [z<k>] <task> <method> <kind>' and carries
+``metadata["brgm"]["key"]`` built from the same parts. A run updates in place (data, placement,
+metadata) the layers that have its key and still bear their generated name; otherwise it adds new
+layers. Renaming a result layer therefore keeps it from being overwritten.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import numpy as np
+from napari.layers import Image, Labels, Layer, Shapes
+from napari.utils.transforms import CompositeAffine
+
+TASK_LABELS = {"superres": "SR", "inpaint": "inpaint"}
+METHOD_LABELS = {"map": "MAP", "vi": "VI"}
+UNCERTAINTY_PERCENTILE = 99.5  # top of the uncertainty layer's contrast range (0 is the bottom)
+PARTIAL = " (partial)"  # name suffix of the layers of a cancelled run
+
+
+@dataclass
+class Request:
+    """One run: the 2-D slice and mask taken from the layers, where they came from, the engine options."""
+
+    layer_name: str
+    slice_index: int | None  # the displayed z index of a 3-D input, None for a 2-D input
+    image: np.ndarray  # [H, W]
+    mask: np.ndarray | None  # [H, W] nonzero = missing (inpainting only)
+    options: dict = field(default_factory=dict)  # reconstruct() keyword arguments except progress/should_stop
+
+    @property
+    def factor(self) -> int:
+        return int(self.options["factor"]) if self.options["task"] == "superres" else 1
+
+    @property
+    def label(self) -> str:
+        """'<input> [z<k>] <task> <method>', the common start of the result layer names."""
+        task = TASK_LABELS[self.options["task"]]
+        if self.options["task"] == "superres":
+            task += f"x{self.factor}"
+        where = "" if self.slice_index is None else f" z{self.slice_index}"
+        return f"{self.layer_name}{where} {task} {METHOD_LABELS[self.options['method']]}"
+
+    @property
+    def key(self) -> str:
+        """Identifies the run for the re-run rule: same key, same layers."""
+        return "|".join(map(str, (self.layer_name, self.slice_index, self.options["task"], self.factor,
+                                  self.options["method"])))
+
+
+def displayed_slice(layer: Image, viewer) -> int | None:
+    """The z index of `layer` shown in `viewer` (None for 2-D layers); ValueError if no slice is shown."""
+    if layer.ndim == 2:
+        return None
+    offset = viewer.dims.ndim - layer.ndim
+    if viewer.dims.ndisplay != 2 or sorted(viewer.dims.displayed) != [offset + 1, offset + 2]:
+        raise ValueError(f"show {layer.name!r} as 2-D slices along its first axis (2-D view, default axis order) "
+                         "so that the displayed slice can be reconstructed")
+    k = int(np.round(layer.world_to_data(viewer.dims.point)[0]))
+    return int(np.clip(k, 0, layer.data.shape[0] - 1))
+
+
+def input_slice(layer: Layer | None, viewer) -> tuple[np.ndarray, int | None]:
+    """The 2-D array to reconstruct from an image layer (the displayed slice of a volume) and its z index."""
+    if layer is None:
+        raise ValueError("choose an input image layer")
+    if not isinstance(layer, Image):
+        raise ValueError(f"{layer.name!r} is not an image layer")
+    if layer.multiscale or layer.rgb or layer.ndim not in (2, 3):
+        raise ValueError(f"{layer.name!r} must be a single-channel 2-D image or 3-D volume "
+                         f"(got {'multiscale' if layer.multiscale else 'RGB' if layer.rgb else f'{layer.ndim}-D'})")
+    k = displayed_slice(layer, viewer)
+    data = layer.data if k is None else layer.data[k]
+    return np.array(data, dtype=np.float32), k  # a copy: edits to the layer do not reach a run in flight
+
+
+def mask_slice(mask_layer: Layer | None, image_layer: Image, k: int | None) -> np.ndarray:
+    """The missing-region mask (nonzero = missing) for slice `k` of the image, from Labels or Shapes."""
+    shape = image_layer.data.shape[-2:]
+    if mask_layer is None:
+        raise ValueError("inpainting needs a mask layer: press 'New mask' and paint the missing region")
+    if isinstance(mask_layer, Labels):
+        data = mask_layer.data
+        if data.ndim == 3 and k is not None and data.shape == image_layer.data.shape:
+            data = data[k]
+        if data.shape != shape:
+            raise ValueError(f"mask {mask_layer.name!r} has shape {data.shape}, but the image "
+                             f"{image_layer.name!r} {'slice ' if k is not None else ''}has shape {shape}")
+        return np.asarray(data) != 0
+    if isinstance(mask_layer, Shapes):
+        return _shapes_mask(mask_layer, image_layer, k, shape)
+    raise ValueError(f"mask {mask_layer.name!r} must be a Labels or Shapes layer")
+
+
+def _shapes_mask(shapes: Shapes, image: Image, k: int | None, shape: tuple[int, int]) -> np.ndarray:
+    """Rasterise the shapes that lie on slice `k` onto the image's pixel grid (through world coordinates)."""
+    polygons, kinds = [], []
+    for vertices, kind in zip(shapes.data, shapes.shape_type, strict=True):
+        pixels = np.array([image.world_to_data(shapes.data_to_world(v)) for v in vertices])
+        if k is not None and vertices.shape[1] == 3 and not np.all(np.round(pixels[:, 0]) == k):
+            continue
+        polygons.append(pixels[:, -2:])
+        kinds.append(kind)
+    if not polygons:
+        return np.zeros(shape, dtype=bool)
+    return Shapes(polygons, shape_type=kinds).to_masks(mask_shape=shape).any(axis=0)
+
+
+def new_mask_layer(image: Image) -> Labels:
+    """An empty Labels layer on the image's pixel grid, ready to paint the missing region with label 1."""
+    labels = Labels(np.zeros(image.data.shape, dtype=np.uint8), name=f"{image.name} mask", scale=image.scale,
+                    translate=image.translate, rotate=image.rotate, shear=image.shear, affine=image.affine,
+                    opacity=0.5)
+    labels.selected_label = 1
+    labels.brush_size = max(1, min(image.data.shape[-2:]) // 16)
+    return labels
+
+
+def placement(image: Image, k: int | None, factor: int, stack: bool = False) -> dict:
+    """Layer geometry (scale … affine, units, axis labels) so that an output `factor`× finer overlays slice `k`.
+
+    Output pixel j sits at input pixel (j - (factor-1)/2) / factor (pixel centres), so in the
+    simple case scale = scale_in / factor and translate = translate_in - scale_in·(factor-1)/(2·factor).
+    A 3-D input gives (1, H', W') outputs at the z of slice k. `stack` adds a leading samples axis.
+    """
+    offset = np.full(image.ndim, -(factor - 1) / (2 * factor))
+    if k is not None:
+        offset[0] = k
+    data2physical = CompositeAffine(scale=image.scale, translate=image.translate, rotate=image.rotate,
+                                    shear=image.shear, ndim=image.ndim)
+    scale = np.array(image.scale, dtype=float)
+    scale[-2:] /= factor
+    out = {"scale": scale, "translate": np.asarray(data2physical(offset)), "rotate": np.asarray(image.rotate),
+           "shear": _shear_matrix(image.shear, image.ndim), "affine": np.asarray(image.affine.affine_matrix),
+           "units": tuple(image.units), "axis_labels": tuple(image.axis_labels)}
+    if stack:
+        out = {"scale": np.r_[1.0, out["scale"]], "translate": np.r_[0.0, out["translate"]],
+               "rotate": _embed(out["rotate"]), "shear": _embed(out["shear"]), "affine": _embed(out["affine"]),
+               "units": ("pixel", *out["units"]), "axis_labels": ("sample", *out["axis_labels"])}
+    return out
+
+
+def _shear_matrix(shear, ndim: int) -> np.ndarray:
+    """napari's shear (upper-triangular values or a matrix) as a matrix."""
+    shear = np.asarray(shear, dtype=float)
+    if shear.ndim == 2:
+        return shear
+    matrix = np.eye(ndim)
+    matrix[np.triu_indices(ndim, 1)] = shear
+    return matrix
+
+
+def _embed(matrix: np.ndarray) -> np.ndarray:
+    """The same transform with one more leading (identity) axis."""
+    out = np.eye(matrix.shape[0] + 1)
+    out[1:, 1:] = matrix
+    return out
+
+
+def result_metadata(image: Image, request: Request, result, kind: str) -> dict:
+    """The input's metadata (its geometry moved to the result grid) plus what produced the result."""
+    meta = copy.deepcopy(dict(image.metadata))
+    if "affine" in meta:
+        meta.update(_result_geometry(np.asarray(meta["affine"], dtype=float), request, result.mean.shape))
+    settings = result.settings
+    meta["brgm"] = {
+        "key": request.key, "kind": kind, "input": request.layer_name, "slice": request.slice_index,
+        "task": settings.get("task"), "factor": request.factor, "prior": settings.get("prior"),
+        "prior_path": settings.get("prior_path"), "method": settings.get("method"), "seed": settings.get("seed"),
+        "partial": bool(result.partial), "settings": settings,
+        "final_losses": {name: float(values[-1]) for name, values in result.losses.items() if len(values)},
+    }
+    return meta
+
+
+def _result_geometry(affine: np.ndarray, request: Request, out_shape: tuple[int, int]) -> dict:
+    """The reader's affine/shape/spacing for a (1, H', W') slice k or an (H', W') image `factor`× finer."""
+    from napari_brgm.io.geometry import resampled_affine, spacing_from_affine
+
+    if request.slice_index is not None:
+        affine = affine.copy()
+        affine[:3, 3] += request.slice_index * affine[:3, 0]
+    affine = resampled_affine(affine, request.factor, axes=(1, 2))
+    shape = [*([1] if request.slice_index is not None else []), *out_shape]
+    return {"affine": affine.tolist(), "shape": shape, "spacing": list(spacing_from_affine(affine, len(shape)))}
+
+
+def result_arrays(request: Request, result) -> dict[str, np.ndarray]:
+    """The result images by layer kind, shaped to sit on the input (a leading 1 for a volume slice)."""
+    lift = (lambda a: a[None]) if request.slice_index is not None else (lambda a: a)
+    arrays = {"mean": lift(result.mean)}
+    if result.std is not None:
+        arrays["samples"] = result.samples[:, None] if request.slice_index is not None else result.samples
+        arrays["uncertainty"] = lift(result.std)
+    if result.consistent is not None:
+        arrays["consistent"] = lift(result.consistent)
+    return arrays
+
+
+def find_result_layer(layers, request: Request, kind: str) -> Layer | None:
+    """The layer a run of this request updates, if any: same key and kind, generated name (the re-run rule)."""
+    name = f"{request.label} {kind}"
+    for layer in layers:
+        brgm = layer.metadata.get("brgm", {})
+        if brgm.get("key") == request.key and brgm.get("kind") == kind and layer.name in (name, name + PARTIAL):
+            return layer
+    return None
+
+
+def show_results(viewer, image: Image, request: Request, result) -> list[Image]:
+    """Add the result layers, or update those of an earlier run with the same key; return them."""
+    shown = []
+    suffix = PARTIAL if result.partial else ""
+    for kind, data in result_arrays(request, result).items():
+        geometry = placement(image, request.slice_index, request.factor, stack=kind == "samples")
+        style = _style(image, kind, data)
+        metadata = result_metadata(image, request, result, kind)
+        name = f"{request.label} {kind}{suffix}"
+        layer = find_result_layer(viewer.layers, request, kind)
+        if layer is None or layer.data.ndim != data.ndim:
+            layer = viewer.add_image(data, name=name, metadata=metadata, **geometry, **style)
+        else:
+            layer.data = data
+            for attr, value in {**geometry, **style, "metadata": metadata, "name": name}.items():
+                setattr(layer, attr, value)
+        shown.append(layer)
+    return shown
+
+
+def update_preview(viewer, image: Image, request: Request, preview: np.ndarray) -> Image:
+    """Show the live estimate in '<label> preview' (created on the first call, updated afterwards)."""
+    data = preview[None] if request.slice_index is not None else preview
+    layer = find_result_layer(viewer.layers, request, "preview")
+    if layer is not None and layer.data.shape == data.shape:
+        layer.data = data
+        return layer
+    if layer is not None:
+        viewer.layers.remove(layer)
+    return viewer.add_image(data, name=f"{request.label} preview", blending="translucent",
+                            metadata={"brgm": {"key": request.key, "kind": "preview", "input": request.layer_name}},
+                            **placement(image, request.slice_index, request.factor), **_style(image, "preview", data))
+
+
+def remove_preview(viewer, request: Request) -> None:
+    """Drop the live-estimate layer once the run has ended (its result layers supersede it)."""
+    layer = find_result_layer(viewer.layers, request, "preview")
+    if layer is not None:
+        viewer.layers.remove(layer)
+
+
+def _style(image: Image, kind: str, data: np.ndarray) -> dict:
+    """Images in the input's colormap and window; uncertainty in 'inferno' from 0 to a high percentile."""
+    if kind == "uncertainty":
+        top = float(np.percentile(data, UNCERTAINTY_PERCENTILE))
+        return {"colormap": "inferno", "contrast_limits": (0.0, top if top > 0 else 1.0)}
+    return {"colormap": image.colormap, "contrast_limits": tuple(image.contrast_limits)}

@@ -1,0 +1,453 @@
+"""The 'BRGM Reconstruction' dock widget: a form that calls `napari_brgm.engine.reconstruct` in a thread.
+
+The widget knows nothing of the math: it turns the chosen layers into a `Request`
+(`widgets.layers`), runs the engine in a napari thread worker, relays the engine's progress
+reports to the GUI thread with a Qt signal and shows the `Result` as layers.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from functools import partial
+from pathlib import Path
+
+from napari.layers import Image, Labels, Shapes
+from napari.qt.threading import create_worker
+from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtCore import QObject, QSettings, Qt, Signal
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_brgm.engine import Progress, reconstruct
+from napari_brgm.priors import CheckpointError, builtin_priors
+from napari_brgm.widgets import layers as L
+from napari_brgm.widgets.loss_plot import LossPlot
+
+SR_FACTORS = (2, 4, 8, 16, 32)
+MAX_OVERSIZE = 4  # the engine refuses inputs more than this many times the prior's measurement size
+LOAD_CHECKPOINT = "Load checkpoint…"
+CHECKPOINT_FILTER = "StyleGAN2 checkpoints (*.pkl *.safetensors *.pt *.pth);;All files (*)"
+RECENT_CHECKPOINTS = 5
+
+
+def _settings() -> QSettings:
+    """Where the widget remembers checkpoints and the last prior between sessions."""
+    return QSettings("napari-brgm", "reconstruction")
+
+
+def fitting_factors(shape: tuple[int, int], resolution: int | None = None) -> list[int]:
+    """The SR factors that suit an input of this size.
+
+    With the prior's resolution R known (after a first run): the factors that divide R and leave
+    the input within the engine's limit of MAX_OVERSIZE × R/f. Before that: outputs up to 8192 px.
+    """
+    if resolution:
+        return [f for f in SR_FACTORS if resolution % f == 0 and max(shape) <= MAX_OVERSIZE * resolution // f]
+    return [f for f in SR_FACTORS if max(shape) * f <= 8192]
+
+
+class Run(QObject):
+    """One reconstruction in a napari thread worker, with its stop flag and its progress history.
+
+    The engine calls `progress` in the worker thread; emitting `progressed` there queues the report
+    to the GUI thread, where the widget draws it.
+    """
+
+    progressed = Signal(object)
+
+    def __init__(self, request: L.Request, layer: Image, engine):
+        super().__init__()
+        self.request, self.layer = request, layer
+        self.stop = threading.Event()
+        self.losses: list[float] = []
+        self.stage_starts: list[int] = []
+        self.stage: str | None = None
+        self.first: tuple[int, float] | None = None  # (steps done, elapsed) at the first report, for the ETA
+        self.last: Progress | None = None
+        self.result = None
+        method = request.options["method"]
+        self.plan = ["map", "vi"] if method == "vi" and request.options.get("vi_mode", "elbo") == "elbo" else [method]
+        self.worker = create_worker(self._work, engine, _start_thread=False, _ignore_errors=True)
+
+    def _work(self, engine):
+        return engine(self.request.image, mask=self.request.mask, progress=self.progressed.emit,
+                      should_stop=self.stop.is_set, **self.request.options)
+
+    def record(self, report: Progress) -> None:
+        if report.stage != self.stage:
+            self.stage_starts.append(len(self.losses))
+            self.stage = report.stage
+        self.losses.append(float(report.loss))
+        self.last = report
+        if self.first is None:
+            self.first = (len(self.losses), report.elapsed)
+
+    @property
+    def total_steps(self) -> int:
+        return self.request.options["steps"] * len(self.plan)
+
+    def seconds_left(self) -> float | None:
+        """Remaining steps of this and the planned later stages at the rate seen so far."""
+        if self.first is None or self.last is None or len(self.losses) <= self.first[0]:
+            return None
+        rate = (self.last.elapsed - self.first[1]) / (len(self.losses) - self.first[0])
+        later = self.plan[self.plan.index(self.stage) + 1:] if self.stage in self.plan else []
+        return rate * (self.last.total - self.last.step + self.request.options["steps"] * len(later))
+
+    def status(self, ended: str | None = None) -> str:
+        """'MAP 120/501 · ~45 s left' while running; 'VI 501/501 · finished' once `ended`."""
+        if self.last is None:
+            return ended or "loading the prior…"
+        left = self.seconds_left()
+        tail = f" · {ended}" if ended else "" if left is None else f" · ~{_duration(left)} left"
+        return f"{self.last.stage.upper()} {self.last.step}/{self.last.total}{tail}"
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(math.ceil(seconds))
+    return f"{seconds // 60}:{seconds % 60:02d}" if seconds >= 60 else f"{seconds} s"
+
+
+class ReconstructionWidget(QWidget):
+    """Choose an image (and a mask), a task, a prior and a method; run BRGM; get the results as layers."""
+
+    run_finished = Signal(object)  # the Run, after its layers are shown (or its error reported)
+
+    def __init__(self, napari_viewer):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.runs: dict = {}  # by the input layer's unique_id: one run in flight per layer
+        self.shown: Run | None = None  # the run drawn in the progress bar and the loss plot
+        self.resolutions: dict[str, int] = {}  # prior → resolution, learnt from finished runs
+        self._build()
+        self._load_priors()
+        for event in ("inserted", "removed", "moved", "changed"):
+            getattr(self.viewer.layers.events, event).connect(self._refresh_layers)
+        self.viewer.dims.events.current_step.connect(self._update_info)
+        self.destroyed.connect(partial(_stop_all, self.runs))
+        self._refresh_layers()
+        self._on_task()
+        self._on_method()
+
+    def _build(self) -> None:
+        self.image_combo = QComboBox(toolTip="The image to reconstruct; for a volume, the displayed slice")
+        self.info = QLabel()
+        self.task_combo = QComboBox()
+        self.task_combo.addItem("Super-resolution", "superres")
+        self.task_combo.addItem("Inpainting", "inpaint")
+        self.factor_combo = QComboBox(toolTip="Output = factor × input size (choices that suit the image)")
+        self.mask_combo = QComboBox(toolTip="Labels or Shapes: painted / drawn pixels are MISSING")
+        self.new_mask_button = QPushButton("New mask", toolTip="An empty Labels layer on the image grid to paint")
+        self.prior_combo = QComboBox(toolTip="A built-in prior or a StyleGAN2 checkpoint")
+        self.method_combo = QComboBox()
+        self.method_combo.addItem("MAP (point estimate)", "map")
+        self.method_combo.addItem("Variational (samples + uncertainty)", "vi")
+        self.steps_spin = _spin(1, 1_000_000, 501, "Optimisation steps per stage (BRGM uses 501)")
+        self.samples_spin = _spin(1, 256, 16, "Posterior samples drawn after variational inference")
+        self.seed_spin = _spin(0, 2**31 - 1, 0, "Seeds every random draw: same seed, same result")
+        self.device_combo = QComboBox()
+        for text, value in (("Auto (CUDA if present)", "auto"), ("CPU", "cpu"), ("CUDA", "cuda")):
+            self.device_combo.addItem(text, value)
+        self.run_button = QPushButton("Run")
+        self.cancel_button = QPushButton("Cancel", enabled=False)
+        self.progress_bar = QProgressBar(textVisible=True)
+        self.progress_bar.setFormat("idle")
+        self.status = QLabel(wordWrap=True)
+        self.loss_plot = LossPlot()
+
+        mask_row = QHBoxLayout()
+        mask_row.addWidget(self.mask_combo, 1)
+        mask_row.addWidget(self.new_mask_button)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.cancel_button)
+        form = QFormLayout()
+        for label, field in (("Input", self.image_combo), ("", self.info), ("Task", self.task_combo),
+                             ("Factor", self.factor_combo), ("Mask", mask_row), ("Prior", self.prior_combo),
+                             ("Method", self.method_combo), ("Steps", self.steps_spin),
+                             ("Samples", self.samples_spin), ("Seed", self.seed_spin), ("Device", self.device_combo)):
+            form.addRow(label, field)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress_bar)
+        layout.addWidget(self.status)
+        layout.addWidget(self.loss_plot)
+        layout.addStretch(1)
+
+        self.image_combo.currentIndexChanged.connect(self._on_input)
+        self.task_combo.currentIndexChanged.connect(self._on_task)
+        self.method_combo.currentIndexChanged.connect(self._on_method)
+        self.prior_combo.activated.connect(self._on_prior_activated)
+        self.new_mask_button.clicked.connect(self.new_mask)
+        self.run_button.clicked.connect(self.run)
+        self.cancel_button.clicked.connect(self.cancel)
+
+    # --- the form ---------------------------------------------------------------------------------
+
+    def _refresh_layers(self, event=None) -> None:
+        """Keep the layer choices in step with the viewer (names are unique in napari)."""
+        for layer in self.viewer.layers:
+            layer.events.name.connect(self._refresh_layers)
+        _set_choices(self.image_combo, [x.name for x in self.viewer.layers if isinstance(x, Image)
+                                        and x.metadata.get("brgm", {}).get("kind") != "preview"])
+        _set_choices(self.mask_combo, [x.name for x in self.viewer.layers if isinstance(x, Labels | Shapes)])
+        self._on_input()
+
+    def _layer(self, combo: QComboBox):
+        name = combo.currentText()
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+    def _on_input(self, *_) -> None:
+        run = self._run_for(self._layer(self.image_combo))
+        if run is not None:
+            self._show(run)
+        self._update_factors()
+        self._update_info()
+        self._update_buttons()
+
+    def _update_info(self, *_) -> None:
+        layer = self._layer(self.image_combo)
+        if layer is None:
+            self.info.setText("add an image layer")
+            return
+        h, w = layer.data.shape[-2:]
+        if layer.ndim == 3:
+            try:
+                k = L.displayed_slice(layer, self.viewer)
+            except ValueError:
+                self.info.setText(f"volume of {layer.data.shape[0]} slices; show it in 2-D to pick a slice")
+                return
+            self.info.setText(f"slice z{k} of {layer.data.shape[0]} · {h}×{w} px")
+        else:
+            self.info.setText(f"{h}×{w} px")
+
+    def _update_factors(self) -> None:
+        layer = self._layer(self.image_combo)
+        shape = layer.data.shape[-2:] if layer is not None else (1, 1)
+        previous = self.factor_combo.currentData() or 4
+        self.factor_combo.clear()
+        for f in fitting_factors(shape, self.resolutions.get(self.prior_combo.currentData())):
+            self.factor_combo.addItem(f"×{f}", f)
+        index = self.factor_combo.findData(previous)
+        self.factor_combo.setCurrentIndex(index if index >= 0 else 0)
+
+    def _on_task(self, *_) -> None:
+        inpaint = self.task_combo.currentData() == "inpaint"
+        self.factor_combo.setEnabled(not inpaint)
+        self.mask_combo.setEnabled(inpaint)
+        self.new_mask_button.setEnabled(inpaint)
+
+    def _on_method(self, *_) -> None:
+        self.samples_spin.setEnabled(self.method_combo.currentData() == "vi")
+
+    def new_mask(self) -> Labels | None:
+        """Add an empty Labels layer on the input's grid, select it for painting and as the mask."""
+        image = self._layer(self.image_combo)
+        if image is None:
+            show_error("choose an input image layer first")
+            return None
+        labels = self.viewer.add_layer(L.new_mask_layer(image))
+        labels.mode = "paint"
+        self.mask_combo.setCurrentText(labels.name)
+        self.task_combo.setCurrentIndex(self.task_combo.findData("inpaint"))
+        return labels
+
+    # --- priors -----------------------------------------------------------------------------------
+
+    def _load_priors(self) -> None:
+        """Built-in priors, then remembered checkpoints, then the file-dialog entry; select the last used."""
+        self.prior_combo.clear()
+        for name in sorted(builtin_priors()):
+            self.prior_combo.addItem(name, name)
+        for path in _recent_checkpoints():
+            self._add_checkpoint_item(path)
+        self.prior_combo.addItem(LOAD_CHECKPOINT, None)
+        index = self.prior_combo.findData(_settings().value("prior", ""))
+        self.prior_combo.setCurrentIndex(max(index, 0))
+
+    def _add_checkpoint_item(self, path: str) -> None:
+        if self.prior_combo.findData(path) < 0:
+            row = self._checkpoint_row()
+            self.prior_combo.insertItem(row, Path(path).name, path)
+            self.prior_combo.setItemData(row, path, Qt.ItemDataRole.ToolTipRole)
+
+    def _checkpoint_row(self) -> int:
+        """Where new checkpoints go: just above the 'Load checkpoint…' entry."""
+        index = self.prior_combo.findText(LOAD_CHECKPOINT)
+        return index if index >= 0 else self.prior_combo.count()
+
+    def _on_prior_activated(self, index: int) -> None:
+        if self.prior_combo.itemText(index) == LOAD_CHECKPOINT:
+            self.load_checkpoint()
+        self._update_factors()
+
+    def load_checkpoint(self) -> str | None:
+        """Ask for a checkpoint file, add it to the choices and remember it."""
+        start = str(Path(_recent_checkpoints()[0]).parent) if _recent_checkpoints() else ""
+        path, _ = QFileDialog.getOpenFileName(self, "Load a StyleGAN2 checkpoint", start, CHECKPOINT_FILTER)
+        if not path:
+            self.prior_combo.setCurrentIndex(max(self.prior_combo.findData(_settings().value("prior", "")), 0))
+            return None
+        self._add_checkpoint_item(path)
+        self.prior_combo.setCurrentIndex(self.prior_combo.findData(path))
+        settings = _settings()
+        settings.setValue("checkpoints", [path, *[p for p in _recent_checkpoints() if p != path]][:RECENT_CHECKPOINTS])
+        settings.setValue("prior", path)
+        return path
+
+    # --- running ----------------------------------------------------------------------------------
+
+    def _run_for(self, layer) -> Run | None:
+        return None if layer is None else self.runs.get(layer.unique_id)
+
+    def _alive(self, layer) -> bool:
+        """Whether the layer is still in the viewer (the viewer hands out proxies: compare ids)."""
+        return any(x.unique_id == layer.unique_id for x in self.viewer.layers)
+
+    def _update_buttons(self) -> None:
+        busy = self._run_for(self._layer(self.image_combo)) is not None
+        self.run_button.setEnabled(not busy)
+        self.cancel_button.setEnabled(busy)
+
+    def request(self) -> L.Request:
+        """The run the form describes; ValueError with a message for the user if it cannot run."""
+        layer = self._layer(self.image_combo)
+        image, k = L.input_slice(layer, self.viewer)
+        task = self.task_combo.currentData()
+        mask = L.mask_slice(self._layer(self.mask_combo), layer, k) if task == "inpaint" else None
+        prior = self.prior_combo.currentData()
+        if prior is None:
+            raise ValueError("choose a prior: a built-in one or 'Load checkpoint…'")
+        factor = self.factor_combo.currentData()
+        if task == "superres" and factor is None:
+            raise ValueError(f"{layer.name!r} is too large for super-resolution: crop a region of interest")
+        options = {"task": task, "factor": factor if task == "superres" else 1, "prior": prior,
+                   "method": self.method_combo.currentData(), "steps": self.steps_spin.value(),
+                   "samples": self.samples_spin.value(), "seed": self.seed_spin.value(),
+                   "device": self.device_combo.currentData()}
+        return L.Request(layer_name=layer.name, slice_index=k, image=image, mask=mask, options=options)
+
+    def run(self) -> Run | None:
+        """Start a run for the chosen input in a thread worker; problems become notifications."""
+        try:
+            request = self.request()
+        except ValueError as exc:
+            show_error(str(exc))
+            return None
+        layer = self.viewer.layers[request.layer_name]
+        if self._run_for(layer) is not None:
+            show_warning(f"a run for {layer.name!r} is already in flight")
+            return None
+        _settings().setValue("prior", request.options["prior"])
+        run = Run(request, layer, reconstruct)
+        run.progressed.connect(lambda report, run=run: self._on_progress(run, report),
+                               Qt.ConnectionType.QueuedConnection)  # the engine reports from the worker thread
+        run.worker.returned.connect(lambda result, run=run: self._on_returned(run, result))
+        run.worker.errored.connect(lambda exc, run=run: self._on_errored(run, exc))
+        run.worker.warned.connect(lambda w: show_warning(str(w[0])))
+        run.worker.finished.connect(lambda run=run: self._on_finished(run))
+        self.runs[layer.unique_id] = run
+        self._show(run)
+        self._update_buttons()
+        run.worker.start()
+        return run
+
+    def cancel(self) -> None:
+        """Ask the chosen input's run to stop after its current step; its partial result is kept."""
+        run = self._run_for(self._layer(self.image_combo))
+        if run is not None:
+            run.stop.set()
+            self.status.setText(f"{run.request.label}: stopping…")
+
+    def _show(self, run: Run) -> None:
+        """Draw this run's progress and loss curve."""
+        self.shown = run
+        self.progress_bar.setMaximum(run.total_steps)
+        done = len(run.losses)
+        self.progress_bar.setValue(min(done, run.total_steps))
+        self.progress_bar.setFormat(run.status())
+        self.loss_plot.set_history(run.losses, run.stage_starts)
+        self.status.setText(run.request.label)
+
+    def _on_progress(self, run: Run, report: Progress) -> None:
+        run.record(report)
+        if report.preview is not None and self._alive(run.layer):
+            L.update_preview(self.viewer, run.layer, run.request, report.preview)
+        if run is self.shown:
+            self.progress_bar.setValue(min(len(run.losses), run.total_steps))
+            self.progress_bar.setFormat(run.status())
+            self.loss_plot.set_history(run.losses, run.stage_starts)
+
+    def _on_returned(self, run: Run, result) -> None:
+        run.result = result
+        if result.settings.get("prior_resolution"):
+            self.resolutions[run.request.options["prior"]] = int(result.settings["prior_resolution"])
+            self._update_factors()
+        L.remove_preview(self.viewer, run.request)
+        if not self._alive(run.layer):
+            show_warning(f"{run.request.layer_name!r} was removed during the run; its results are dropped")
+            return
+        shown = L.show_results(self.viewer, run.layer, run.request, result)
+        names = f"{run.request.label} " + ", ".join(layer.metadata["brgm"]["kind"] for layer in shown)
+        if result.partial:
+            show_info(f"Cancelled after {len(run.losses)} steps; partial results in: {names}")
+        if run is self.shown:
+            self.status.setText(("cancelled, partial: " if result.partial else "done: ") + names)
+
+    def _on_errored(self, run: Run, exc: Exception) -> None:
+        L.remove_preview(self.viewer, run.request)
+        message = str(exc) if isinstance(exc, ValueError | CheckpointError) else f"{type(exc).__name__}: {exc}"
+        show_error(f"Reconstruction of {run.request.label} failed: {message}")
+        if run is self.shown:
+            self.status.setText(f"failed: {message}")
+
+    def _on_finished(self, run: Run) -> None:
+        self.runs.pop(run.layer.unique_id, None)
+        if run is self.shown:
+            ended = "stopped" if run.stop.is_set() else "finished" if run.result is not None else "failed"
+            self.progress_bar.setFormat(run.status(ended=ended))
+        self._update_buttons()
+        self.run_finished.emit(run)
+
+
+def _stop_all(runs: dict) -> None:
+    """Stop every run in flight (the widget is going away; napari does not wait for workers)."""
+    for run in runs.values():
+        run.stop.set()
+
+
+def _spin(low: int, high: int, value: int, tip: str) -> QSpinBox:
+    spin = QSpinBox(toolTip=tip)
+    spin.setRange(low, high)
+    spin.setValue(value)
+    return spin
+
+
+def _set_choices(combo: QComboBox, names: list[str]) -> None:
+    """Replace a combo box's items, keeping the current choice when it still exists."""
+    current = combo.currentText()
+    if [combo.itemText(i) for i in range(combo.count())] == names:
+        return
+    combo.blockSignals(True)
+    combo.clear()
+    combo.addItems(names)
+    combo.setCurrentIndex(max(combo.findText(current), 0) if names else -1)
+    combo.blockSignals(False)
+
+
+def _recent_checkpoints() -> list[str]:
+    value = _settings().value("checkpoints", [])
+    paths = [value] if isinstance(value, str) else list(value or [])
+    return [p for p in paths if p]

@@ -1,0 +1,247 @@
+"""The docked widget with the real engine and the tiny StyleGAN2-ADA prior (32 px, random weights)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from napari.components import ViewerModel
+from napari.utils.notifications import notification_manager
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import QFileDialog
+
+from napari_brgm.widgets import reconstruction
+from napari_brgm.widgets.reconstruction import LOAD_CHECKPOINT, ReconstructionWidget
+
+RUN_TIMEOUT_MS = 120_000  # generous: a shared 2-core machine; the tiny runs take a few seconds
+
+
+@pytest.fixture
+def tiny_prior(tiny_fixture_dir, monkeypatch) -> str:
+    """The file dialog answers with the tiny network pickle."""
+    path = str(tiny_fixture_dir / "network-snapshot.pkl")
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", staticmethod(lambda *args, **kwargs: (path, "")))
+    return path
+
+
+@pytest.fixture
+def notes():
+    """Messages of the napari notifications raised during the test."""
+    seen: list[str] = []
+
+    def record(event):
+        notification = getattr(event, "value", event)
+        seen.append(f"{notification.severity}: {notification.message}")
+
+    notification_manager.notification_ready.connect(record)
+    yield seen
+    notification_manager.notification_ready.disconnect(record)
+
+
+def choose_checkpoint(widget: ReconstructionWidget) -> None:
+    """Pick 'Load checkpoint…' in the prior box, as a user would."""
+    index = widget.prior_combo.findText(LOAD_CHECKPOINT)
+    widget.prior_combo.setCurrentIndex(index)
+    widget.prior_combo.activated.emit(index)
+
+
+def run_and_wait(widget: ReconstructionWidget, qtbot):
+    with qtbot.waitSignal(widget.run_finished, timeout=RUN_TIMEOUT_MS) as finished:
+        widget.run_button.click()
+    return finished.args[0]
+
+
+def test_checkpoint_from_the_file_dialog_is_remembered(docked, qtbot, tiny_prior):
+    _, widget = docked
+    choose_checkpoint(widget)
+    assert widget.prior_combo.currentData() == tiny_prior
+    assert widget.prior_combo.currentText() == "network-snapshot.pkl"
+    later = ReconstructionWidget(ViewerModel())  # a new session reads the remembered checkpoint
+    qtbot.addWidget(later)
+    assert later.prior_combo.currentData() == tiny_prior
+    assert later.prior_combo.itemText(later.prior_combo.count() - 1) == LOAD_CHECKPOINT
+
+
+def test_superres_x4_variational_gives_mean_samples_uncertainty_on_the_input_grid(docked, qtbot, tiny_prior):
+    viewer, widget = docked
+    rng = np.random.default_rng(1)
+    viewer.add_image(rng.random((8, 8), dtype=np.float32) * 100, name="lowres", scale=(2.0, 3.0),
+                     translate=(5.0, -3.0), metadata={"modality": "MR"})
+    choose_checkpoint(widget)
+    widget.task_combo.setCurrentIndex(widget.task_combo.findData("superres"))
+    widget.factor_combo.setCurrentIndex(widget.factor_combo.findData(4))
+    widget.method_combo.setCurrentIndex(widget.method_combo.findData("vi"))
+    widget.steps_spin.setValue(3)
+    widget.samples_spin.setValue(3)
+    widget.seed_spin.setValue(11)
+
+    run = run_and_wait(widget, qtbot)
+
+    assert run.result is not None and not run.result.partial
+    names = [layer.name for layer in viewer.layers]
+    assert names == ["lowres", "lowres SRx4 VI mean", "lowres SRx4 VI samples", "lowres SRx4 VI uncertainty"]
+    mean, samples, uncertainty = (viewer.layers[n] for n in names[1:])
+    assert mean.data.shape == (32, 32) and samples.data.shape == (3, 32, 32) and uncertainty.data.shape == (32, 32)
+    np.testing.assert_allclose(mean.scale, [0.5, 0.75])
+    np.testing.assert_allclose(mean.translate, [5.0 - 2.0 * 3 / 8, -3.0 - 3.0 * 3 / 8])
+    np.testing.assert_allclose(samples.scale[1:], mean.scale)
+    np.testing.assert_allclose(samples.translate[1:], mean.translate)
+    np.testing.assert_array_equal(samples.data, run.result.samples)
+    np.testing.assert_array_equal(uncertainty.data, run.result.std)
+    assert uncertainty.data.max() > 0
+    assert uncertainty.colormap.name == "inferno" and uncertainty.contrast_limits[0] == 0
+    brgm = mean.metadata["brgm"]
+    assert (brgm["prior"], brgm["method"], brgm["seed"], brgm["slice"]) == (tiny_prior, "vi", 11, None)
+    assert brgm["settings"]["steps"] == 3 and brgm["settings"]["samples"] == 3
+    assert np.isfinite(brgm["final_losses"]["vi/total"])
+    assert mean.metadata["modality"] == "MR"
+    map_losses, vi_losses = run.result.losses["map/total"], run.result.losses["vi/total"]
+    assert run.stage_starts[:2] == [0, 3] and run.losses[:6] == map_losses + vi_losses  # the curve: MAP, then VI
+    assert widget.loss_plot.values == run.losses
+    assert widget.run_button.isEnabled() and not widget.cancel_button.isEnabled()
+    # the prior's resolution is now known: factors whose measurement the 8 px input outgrows are gone
+    assert [widget.factor_combo.itemData(i) for i in range(widget.factor_combo.count())] == [2, 4, 8, 16]
+
+
+def test_inpainting_the_displayed_slice_of_a_volume_and_rerunning_in_place(docked, qtbot, tiny_prior):
+    viewer, widget = docked
+    rng = np.random.default_rng(2)
+    volume = viewer.add_image(rng.random((3, 32, 32), dtype=np.float32), name="vol", scale=(4.0, 1.0, 1.0),
+                              translate=(100.0, 0.0, 0.0))
+    viewer.dims.set_current_step(0, 1)
+    choose_checkpoint(widget)
+    widget.task_combo.setCurrentIndex(widget.task_combo.findData("inpaint"))
+    widget.new_mask_button.click()
+    mask = viewer.layers["vol mask"]
+    assert widget.mask_combo.currentText() == "vol mask" and mask.data.shape == volume.data.shape
+    mask.data[1, 8:16, 10:20] = 1
+    widget.method_combo.setCurrentIndex(widget.method_combo.findData("map"))
+    widget.steps_spin.setValue(2)
+
+    run = run_and_wait(widget, qtbot)
+
+    assert not run.result.partial
+    mean, consistent = viewer.layers["vol z1 inpaint MAP mean"], viewer.layers["vol z1 inpaint MAP consistent"]
+    assert "vol z1 inpaint MAP uncertainty" not in viewer.layers  # MAP has no posterior
+    assert mean.data.shape == consistent.data.shape == (1, 32, 32)
+    np.testing.assert_allclose(mean.translate, [104.0, 0.0, 0.0])
+    np.testing.assert_allclose(mean.scale, [4.0, 1.0, 1.0])
+    observed = mask.data[1] == 0
+    np.testing.assert_allclose(consistent.data[0][observed], volume.data[1][observed])
+    assert mean.metadata["brgm"]["slice"] == 1 and mean.metadata["brgm"]["task"] == "inpaint"
+
+    before = [layer.unique_id for layer in viewer.layers]
+    run_and_wait(widget, qtbot)  # same input, slice, task and method: the same layers are updated
+    assert [layer.unique_id for layer in viewer.layers] == before
+    viewer.dims.set_current_step(0, 2)  # another slice: new layers
+    mask.data[2, 0:4, 0:4] = 1
+    run_and_wait(widget, qtbot)
+    assert "vol z2 inpaint MAP mean" in viewer.layers and len(viewer.layers) == len(before) + 2
+
+
+def test_the_event_loop_keeps_serving_during_a_run_with_a_live_preview(docked, qtbot, tiny_prior):
+    viewer, widget = docked
+    viewer.add_image(np.random.default_rng(3).random((8, 8), dtype=np.float32), name="busy")
+    viewer.add_image(np.zeros((8, 8), np.float32), name="other")
+    widget.image_combo.setCurrentText("busy")
+    choose_checkpoint(widget)
+    widget.steps_spin.setValue(100_000)
+    ticks = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.start(10)
+
+    run = widget.run()
+    assert widget.runs  # run() returned while the engine works
+    assert not widget.run_button.isEnabled() and widget.cancel_button.isEnabled()
+    qtbot.waitUntil(lambda: len(run.losses) >= 12 and len(ticks) >= 20, timeout=RUN_TIMEOUT_MS)
+    assert run.worker.is_running  # still computing while the GUI thread served timer and progress events
+    preview = viewer.layers["busy SRx4 MAP preview"]
+    assert preview.data.shape == (32, 32)
+    assert widget.progress_bar.value() >= 12 and "MAP" in widget.progress_bar.format()
+
+    widget.image_combo.setCurrentText("other")  # another layer may run; this one may not
+    assert widget.run_button.isEnabled()
+    widget.image_combo.setCurrentText("busy")
+    assert not widget.run_button.isEnabled()
+    timer.stop()
+
+
+def test_cancel_stops_a_long_run_promptly_and_keeps_the_partial_result(docked, qtbot, tiny_prior, notes):
+    viewer, widget = docked
+    viewer.add_image(np.random.default_rng(4).random((8, 8), dtype=np.float32), name="long")
+    choose_checkpoint(widget)
+    widget.method_combo.setCurrentIndex(widget.method_combo.findData("vi"))
+    widget.steps_spin.setValue(100_000)
+    run = widget.run()
+    qtbot.waitUntil(lambda: len(run.losses) >= 1, timeout=RUN_TIMEOUT_MS)
+
+    started = time.perf_counter()
+    with qtbot.waitSignal(widget.run_finished, timeout=RUN_TIMEOUT_MS):
+        widget.cancel_button.click()
+    assert time.perf_counter() - started < 10.0
+
+    assert run.result.partial and len(run.losses) < 1000
+    mean = viewer.layers["long SRx4 VI mean (partial)"]
+    assert mean.metadata["brgm"]["partial"] is True and mean.data.shape == (32, 32)
+    assert "long SRx4 VI preview" not in viewer.layers  # the partial result supersedes the preview
+    assert any("Cancelled" in note for note in notes)
+    assert widget.run_button.isEnabled() and "stopped" in widget.progress_bar.format()
+
+
+def test_missing_layer_and_mismatched_mask_are_notifications(docked, tiny_prior, notes):
+    viewer, widget = docked
+    choose_checkpoint(widget)
+    widget.run_button.click()
+    assert widget.runs == {} and any("choose an input image layer" in note for note in notes)
+
+    viewer.add_image(np.zeros((32, 32), np.float32), name="xray")
+    widget.task_combo.setCurrentIndex(widget.task_combo.findData("inpaint"))
+    widget.run_button.click()
+    assert widget.runs == {} and any("inpainting needs a mask layer" in note for note in notes)
+
+    viewer.add_labels(np.zeros((16, 16), np.uint8), name="small mask")
+    widget.mask_combo.setCurrentText("small mask")
+    widget.run_button.click()
+    assert widget.runs == {}
+    assert any("'small mask' has shape (16, 16)" in note and "(32, 32)" in note for note in notes)
+    assert [layer.name for layer in viewer.layers] == ["xray", "small mask"]
+    viewer.layers["xray"].name = "chest"  # the choices follow renames
+    assert widget.image_combo.currentText() == "chest"
+
+
+def test_engine_errors_become_notifications(docked, qtbot, tmp_path, monkeypatch, notes):
+    viewer, widget = docked
+    bad = tmp_path / "broken.pkl"
+    bad.write_bytes(b"\x80\x04not really a network pickle")
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", staticmethod(lambda *args, **kwargs: (str(bad), "")))
+    viewer.add_image(np.zeros((8, 8), np.float32), name="img")
+    choose_checkpoint(widget)
+    run = run_and_wait(widget, qtbot)
+    assert run.result is None
+    assert any("failed" in note and "broken.pkl" in note for note in notes), notes
+    assert [layer.name for layer in viewer.layers] == ["img"]
+    assert widget.run_button.isEnabled() and widget.progress_bar.format() == "failed"
+
+
+def test_factor_choices_fit_the_image():
+    assert reconstruction.fitting_factors((8, 8), resolution=32) == [2, 4, 8, 16]
+    assert reconstruction.fitting_factors((977, 920), resolution=256) == []
+    assert reconstruction.fitting_factors((977, 920)) == [2, 4, 8]
+
+
+def test_loss_plot_draws_the_run_on_a_log_axis_and_thins_long_runs(qtbot):
+    from napari_brgm.widgets.loss_plot import MAX_POINTS, LossPlot
+
+    plot = LossPlot()
+    qtbot.addWidget(plot)
+    plot.set_history([100.0, 10.0, 1.0, 1.0], [0, 2])
+    assert plot.log_scale()
+    assert plot.curve(30.0, 20.0) == [(0.0, 0.0), (10.0, 10.0), (20.0, 20.0), (30.0, 20.0)]
+    plot.set_history([-1.0, 2.0, 0.5])  # negative values (an ELBO) stay on a linear axis
+    assert not plot.log_scale() and plot.curve(10.0, 10.0)[1] == (5.0, 0.0)
+    plot.set_history([float(v) for v in range(1, 5002)])
+    curve = plot.curve(100.0, 100.0)
+    assert len(curve) <= MAX_POINTS + 1 and curve[-1] == (100.0, 0.0)
+    assert not plot.grab().isNull()
