@@ -109,6 +109,13 @@ def resampled_affine(affine: np.ndarray, factor: float, axes: Sequence[int] = (1
     return new
 
 
+def slice_affine(affine: np.ndarray, k: int) -> np.ndarray:
+    """Affine of the one-slice volume (1, y, x) that is slice `k` (along z) of a volume with `affine`."""
+    new = np.asarray(affine, dtype=float).copy()
+    new[:3, 3] += k * new[:3, 0]
+    return new
+
+
 def resampled_scale_translate(
     scale: Sequence[float], translate: Sequence[float], factor: float, axes: Sequence[int] = (-2, -1)
 ) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from napari_brgm.io.geometry import resampled_affine, spacing_from_affine
+from napari_brgm.io.geometry import resampled_affine, slice_affine, spacing_from_affine
 
 
 @dataclass(eq=False)
@@ -42,6 +42,21 @@ class MedicalImage:
     def axes(self) -> str:
         """'zyx' for volumes, 'yx' for single images."""
         return "zyx"[-self.data.ndim :]
+
+    def slice(self, k: int) -> MedicalImage:
+        """Slice `k` of a volume as a one-slice volume (1, y, x) keeping its place in the world."""
+        if self.data.ndim != 3:
+            raise ValueError(f"{self.name or self.source}: slicing needs a volume, got shape {self.data.shape}")
+        depth = self.data.shape[0]
+        if not -depth <= k < depth:
+            raise ValueError(f"{self.name or self.source}: slice {k} is outside 0..{depth - 1}")
+        k %= depth
+        metadata = copy.deepcopy(self.metadata)
+        affine = slice_affine(self.affine, k)
+        metadata.update(shape=[1, *self.data.shape[1:]], affine=affine.tolist(),
+                        slice_of={"shape": list(self.data.shape), "index": k})
+        return replace(self, data=self.data[k : k + 1].copy(), affine=affine, metadata=metadata,
+                       name=f"{self.name} z{k}")
 
     def resampled(self, data: np.ndarray, factor: float, name: str | None = None) -> MedicalImage:
         """The same image geometry for `data` sampled `factor` times finer in y and x.

@@ -106,6 +106,9 @@ def _geometry(geometry) -> tuple[np.ndarray, Mapping]:
 def save_nifti(path: str | Path, data, geometry) -> Path:
     """Write `data` ((z, y, x) or (y, x), napari order) as a float32 NIfTI in the given geometry.
 
+    A 4-D `data` (n, z, y, x) is a stack of n volumes in that geometry (e.g. posterior samples); it
+    is written as a 4-D NIfTI whose 4th axis is n.
+
     `geometry` is a MedicalImage, its `metadata` (a napari-brgm layer's metadata) or a 4x4
     (z, y, x) -> RAS affine. A metadata mapping must describe `data` itself: for results on a finer
     grid pass `MedicalImage.resampled(...)` or `resampled_affine(...)`, otherwise the shape check
@@ -116,18 +119,19 @@ def save_nifti(path: str | Path, data, geometry) -> Path:
     if not path.name.lower().endswith(NIFTI_SUFFIXES):
         raise ValueError(f"{path}: a NIfTI file name must end with .nii or .nii.gz")
     data = np.asarray(data, dtype=np.float32)
-    if data.ndim not in (2, 3):
-        raise ValueError(f"can only write 2-D or 3-D images, got shape {data.shape}")
+    if data.ndim not in (2, 3, 4):
+        raise ValueError(f"can only write 2-D, 3-D or stacked (n, z, y, x) images, got shape {data.shape}")
+    spatial = data.shape[1:] if data.ndim == 4 else data.shape
     affine, metadata = _geometry(geometry)
     if affine.shape != (4, 4):
         raise ValueError(f"the affine must be 4x4, got {affine.shape}")
     shape = metadata.get("shape")
-    if shape is not None and tuple(shape) != data.shape:
+    if shape is not None and tuple(shape) != spatial:
         raise ValueError(
-            f"data of shape {data.shape} do not match the source shape {tuple(shape)}; "
+            f"data of shape {spatial} do not match the source shape {tuple(shape)}; "
             "use MedicalImage.resampled or resampled_affine for resampled results"
         )
-    volume = data.T if data.ndim == 3 else data.T[:, :, None]
+    volume = data.T if data.ndim in (3, 4) else data.T[:, :, None]
     nifti_affine = zyx_to_nifti(affine)
     img = nib.Nifti1Image(volume, nifti_affine)
     info = metadata.get("nifti") or {}

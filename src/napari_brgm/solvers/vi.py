@@ -119,7 +119,7 @@ def solve_vi(problem: Problem, cfg: ViConfig, seed: int, monitor: Monitor | None
         total = sum(terms.values())
         total.backward()
         opt.step()
-        record = {name: float(v) for name, v in terms.items()} | {"total": float(total)}
+        record = {name: v.item() for name, v in terms.items()} | {"total": total.item()}
         for name, v in record.items():
             losses.setdefault(name, []).append(v)
         if monitor is not None and not monitor(stage, step, cfg.steps, record, images[:1]):

@@ -181,11 +181,10 @@ def result_metadata(image: Image, request: Request, result, kind: str) -> dict:
 
 def _result_geometry(affine: np.ndarray, request: Request, out_shape: tuple[int, int]) -> dict:
     """The reader's affine/shape/spacing for a (1, H', W') slice k or an (H', W') image `factor`× finer."""
-    from napari_brgm.io.geometry import resampled_affine, spacing_from_affine
+    from napari_brgm.io.geometry import resampled_affine, slice_affine, spacing_from_affine
 
     if request.slice_index is not None:
-        affine = affine.copy()
-        affine[:3, 3] += request.slice_index * affine[:3, 0]
+        affine = slice_affine(affine, request.slice_index)
     affine = resampled_affine(affine, request.factor, axes=(1, 2))
     shape = [*([1] if request.slice_index is not None else []), *out_shape]
     return {"affine": affine.tolist(), "shape": shape, "spacing": list(spacing_from_affine(affine, len(shape)))}
