@@ -77,19 +77,16 @@ def test_vi_brgm_mode_hyperprior_matches_the_inverse_gamma_density(tiny_generato
     assert terms["hyperprior"].item() == pytest.approx(-log_pdf, rel=1e-5)
 
 
-def test_vi_batches_its_samples_in_one_generator_call_per_step(tiny_generator, truth, monkeypatch):
+def test_vi_batches_its_samples_in_one_generator_call_per_step(tiny_generator, truth):
     G = tiny_generator
     _, x = truth
     problem = _problem(G, "superres", x, factor=4)
     batches = []
-    real = G.synthesis
-
-    def counting(ws, *a, **kw):
-        batches.append(ws.shape[0])
-        return real(ws, *a, **kw)
-
-    monkeypatch.setattr(G, "synthesis", counting)
-    solve_vi(problem, ViConfig(steps=4, mc_samples=5, samples=6, render_batch=4), seed=0)
+    hook = G.synthesis.register_forward_hook(lambda module, args, out: batches.append(args[0].shape[0]))
+    try:
+        solve_vi(problem, ViConfig(steps=4, mc_samples=5, samples=6, render_batch=4), seed=0)
+    finally:
+        hook.remove()
     assert batches == [5, 5, 5, 5, 4, 2]  # 4 steps of K=5, then the S=6 samples in batches of 4
 
 
