@@ -1,4 +1,4 @@
-"""`napari-brgm demo`: open napari with the sample data and the plugin loaded.
+"""`napari-brgm demo`: open napari with the brain sample and the reconstruction widget docked.
 
 Without a display (a server, CI) the demo re-runs itself under Xvfb and writes a screenshot PNG
 instead of opening a window, so the main job always produces something to look at.
@@ -12,12 +12,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-SAMPLES = ("chest_xray", "brain_t1")
+SAMPLE = "brain_t1"  # the chest X-ray is one click away: File > Open Sample > BRGM Reconstruction
 DEFAULT_PNG = Path("out") / "demo.png"
 
 
 def register(sub) -> None:
-    p = sub.add_parser("demo", help="open napari with the sample data and the plugin (headless: write a PNG)")
+    p = sub.add_parser("demo", help="open napari with the brain sample and the reconstruction widget (headless: write a PNG)")
     p.add_argument(
         "--screenshot",
         type=Path,
@@ -50,9 +50,8 @@ def _show(screenshot: Path | None) -> int:
     import napari
 
     viewer = napari.Viewer(title="napari-brgm demo")
-    for key in SAMPLES:
-        viewer.open_sample("napari-brgm", key)
-    viewer.grid.enabled = True
+    viewer.open_sample("napari-brgm", SAMPLE)
+    viewer.window.add_plugin_dock_widget("napari-brgm", "BRGM Reconstruction")
     viewer.reset_view()
     if screenshot is None:
         napari.run()
