@@ -76,8 +76,19 @@ def test_save_nifti_refuses_bad_names_and_shapes(tmp_path):
     image = load_image(BRAIN_SAMPLE)
     with pytest.raises(ValueError, match=r"\.nii or \.nii\.gz"):
         save_nifti(tmp_path / "out.png", image.data, image)
-    with pytest.raises(ValueError, match="2-D or 3-D"):
-        save_nifti(tmp_path / "out.nii", image.data[None], np.eye(4))
+    with pytest.raises(ValueError, match="2-D, 3-D or stacked"):
+        save_nifti(tmp_path / "out.nii", image.data[None, None], np.eye(4))
+    with pytest.raises(ValueError, match="do not match the source shape"):
+        save_nifti(tmp_path / "out.nii", image.data[None, :, :5], image)
+
+
+def test_a_stack_of_volumes_is_written_as_4d_nifti_in_the_same_geometry(tmp_path):
+    image = load_image(BRAIN_SAMPLE)
+    stack = np.stack([image.data, 2 * image.data])
+    written = nib.load(save_nifti(tmp_path / "samples.nii.gz", stack, image))
+    assert written.shape == image.data.shape[::-1] + (2,)
+    np.testing.assert_allclose(written.affine, nib.load(save_nifti(tmp_path / "one.nii.gz", image.data, image)).affine)
+    np.testing.assert_array_equal(np.asarray(written.dataobj)[..., 1], 2 * image.data.T)
 
 
 def test_window_round_trips_through_cal_min_max(tmp_path):
