@@ -15,6 +15,7 @@ import torch
 
 from napari_brgm.operators import make_operator
 from napari_brgm.priors import load_generator
+from napari_brgm.priors.cpu import retain_freed_memory
 from napari_brgm.priors.stylegan2 import Generator, GeneratorConfig
 from napari_brgm.solvers import MapConfig, Problem, ViConfig, solve_map, solve_vi
 
@@ -41,7 +42,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--steps", type=int, default=10, help="timed steps per measurement")
     ap.add_argument("--k", type=int, nargs="+", default=[4, 6, 8], help="VI samples per step")
+    ap.add_argument("--system-malloc", action="store_true", help="skip retain_freed_memory() (as a library caller)")
     args = ap.parse_args()
+    if not args.system_malloc:
+        retain_freed_memory()
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
     print(f"{'generator':22s} {'K':>3s} {'MAP ms/step':>12s} {'VI ms/step':>11s} {'VI/MAP':>7s} {'0.5K':>5s} "
           f"{'MAP 501 s':>10s} {'VI 501+501 s':>13s}")
