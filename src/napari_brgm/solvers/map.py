@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 
 from napari_brgm.solvers.latent_priors import LatentStats, colinearity, w_prior
-from napari_brgm.solvers.monitor import Monitor
+from napari_brgm.solvers.monitor import Monitor, record_step
 from napari_brgm.solvers.problem import Problem
 
 PIXEL_SCALE = 127.5  # BRGM computes the pixel term on (G + 1)·127.5, i.e. 0..255
@@ -76,9 +76,7 @@ def solve_map(problem: Problem, cfg: MapConfig, monitor: Monitor | None = None,
         total = sum(terms.values())
         total.backward()
         opt.step()
-        record = {name: v.item() for name, v in terms.items()} | {"total": total.item()}
-        for name, v in record.items():
-            losses.setdefault(name, []).append(v)
+        record = record_step(losses, terms, total)
         if monitor is not None and not monitor(stage, step, cfg.steps, record, images):
             out.stopped = step < cfg.steps
             break

@@ -41,3 +41,11 @@ class Monitor:
         if self._should_stop is not None and self._should_stop():
             self.stopped = True
         return not self.stopped
+
+
+def record_step(losses: dict[str, list[float]], terms: dict[str, torch.Tensor], total: torch.Tensor) -> dict[str, float]:
+    """Append this step's loss terms (and "total") to the history; return them as floats."""
+    record = {name: v.item() for name, v in terms.items()} | {"total": total.item()}
+    for name, v in record.items():
+        losses.setdefault(name, []).append(v)
+    return record

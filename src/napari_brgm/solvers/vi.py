@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from napari_brgm.solvers.latent_priors import LatentStats, colinearity
 from napari_brgm.solvers.map import MapConfig, brgm_terms
-from napari_brgm.solvers.monitor import Monitor
+from napari_brgm.solvers.monitor import Monitor, record_step
 from napari_brgm.solvers.problem import Problem
 
 MODES = ("elbo", "brgm")
@@ -119,9 +119,7 @@ def solve_vi(problem: Problem, cfg: ViConfig, seed: int, monitor: Monitor | None
         total = sum(terms.values())
         total.backward()
         opt.step()
-        record = {name: v.item() for name, v in terms.items()} | {"total": total.item()}
-        for name, v in record.items():
-            losses.setdefault(name, []).append(v)
+        record = record_step(losses, terms, total)
         if monitor is not None and not monitor(stage, step, cfg.steps, record, images[:1]):
             stopped = step < cfg.steps
             break
