@@ -82,18 +82,18 @@ def reconstruct(
                         perceptual=_perceptual(settings.perceptual_weights, dev))
     losses: dict[str, list[float]] = {}
     back = lambda t: imap.to_input(plan.from_model(_gray(t)))  # noqa: E731  model [N,C,R,R] → input units
-    map_image = None
-    if settings.method == "map" or settings.vi_mode == "elbo":
-        out = solve_map(problem, map_cfg, monitor)
-        losses.update({f"map/{k}": v for k, v in out.losses.items()})
-        map_image = back(out.image)[0]
-        partial = out.stopped
-        mean, samples_in, std = map_image, map_image[None], None
-    if settings.method == "vi" and not monitor.stopped:
+    map_out = None
+    if settings.method == "map" or settings.vi_mode == "elbo":  # the ELBO starts from the MAP estimate
+        map_out = solve_map(problem, map_cfg, monitor)
+        losses.update({f"map/{k}": v for k, v in map_out.losses.items()})
+    map_image = None if map_out is None else back(map_out.image)[0]
+    if settings.method == "map" or monitor.stopped:
+        mean, samples_in, std, partial = map_image, map_image[None], None, map_out.stopped
+    else:
         vi_cfg = ViConfig(steps=settings.steps, mc_samples=settings.mc_samples, samples=settings.samples,
                           mode=settings.vi_mode, sigma_y=sigma_y, map=map_cfg)
-        mu_init = out.ws if settings.vi_mode == "elbo" else None
-        vi = solve_vi(problem, vi_cfg, seed=settings.seed, monitor=monitor, mu_init=mu_init)
+        vi = solve_vi(problem, vi_cfg, seed=settings.seed, monitor=monitor,
+                      mu_init=None if map_out is None else map_out.ws)
         losses.update({f"vi/{k}": v for k, v in vi.losses.items()})
         samples_in = back(vi.samples)
         mean = samples_in.mean(axis=0)

@@ -10,7 +10,8 @@ Two objectives:
 - "brgm": the reference code's loss (`vi_recon.py`), for comparison: the BRGM MAP terms averaged
   over K samples (sample 0 at μ), colinearity on μ, and an inverse-gamma(0.1, 0.95) hyperprior on
   σ/2; its q term has no gradient, so it is not an ELBO.
-After optimisation, S samples from q give the pixel-wise mean and standard deviation.
+After optimisation, S samples from q are rendered; the engine takes their pixel-wise mean and
+standard deviation in the input's units.
 """
 
 from __future__ import annotations
@@ -53,9 +54,7 @@ class ViConfig:
 class ViOutput:
     mu: torch.Tensor  # [1, num_ws, w_dim]
     sigma: torch.Tensor  # [1, num_ws, w_dim]
-    samples: torch.Tensor  # [S, C, R, R] model units
-    mean: torch.Tensor  # [1, C, R, R] pixel-wise mean of the samples
-    std: torch.Tensor  # [1, C, R, R] pixel-wise std of the samples
+    samples: torch.Tensor  # [S, C, R, R] model units; pixel statistics are taken after mapping back
     losses: dict[str, list[float]] = field(default_factory=dict)
     stopped: bool = False
 
@@ -126,9 +125,7 @@ def solve_vi(problem: Problem, cfg: ViConfig, seed: int, monitor: Monitor | None
     mu, sigma = mu.detach(), F.softplus(rho).detach()
     count = cfg.samples if not stopped else min(cfg.samples, max(k, 2))
     samples = sample_images(G, mu, sigma, count, gen, cfg.render_batch)
-    mean = samples.mean(dim=0, keepdim=True)
-    std = samples.std(dim=0, keepdim=True, unbiased=count > 1)
-    return ViOutput(mu=mu, sigma=sigma, samples=samples, mean=mean, std=std, losses=losses, stopped=stopped)
+    return ViOutput(mu=mu, sigma=sigma, samples=samples, losses=losses, stopped=stopped)
 
 
 @torch.no_grad()
