@@ -117,3 +117,17 @@ def test_nan_input_and_far_too_large_images_are_refused(tiny_prior, hu_image):
 def test_a_missing_prior_file_is_a_clear_error(tmp_path, hu_image):
     with pytest.raises(napari_brgm.CheckpointError, match="nothing.safetensors: no such file"):
         reconstruct(hu_image, task="denoise", prior=str(tmp_path / "nothing.safetensors"))
+
+
+def test_bf16_precision_is_applied_per_run_and_stays_close_to_fp32(tiny_prior, tiny_generator, hu_image):
+    low = _down(hu_image, 4)
+    kw = dict(task="superres", factor=4, prior=tiny_prior, steps=30, device="cpu")
+    exact = reconstruct(low, **kw)
+    fast = reconstruct(low, precision="bf16", **kw)
+    assert fast.settings["precision"] == "bf16"
+    span = float(hu_image.max() - hu_image.min())
+    assert np.abs(fast.mean - exact.mean).max() < 0.05 * span
+    again = reconstruct(low, **kw)  # the cached generator goes back to fp32
+    np.testing.assert_array_equal(again.mean, exact.mean)
+    with pytest.raises(ValueError, match="precision"):
+        reconstruct(low, precision="fp8", **kw)

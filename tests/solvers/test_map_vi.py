@@ -123,3 +123,16 @@ def test_monitor_stops_within_one_step_and_flags_the_output(tiny_generator, trut
     assert out.stopped and len(out.losses["total"]) == 3
     previews = [a[4] for a in seen]
     assert previews[0] is None and previews[1].shape == (1, 1, 32, 32)
+
+
+def test_brgm_map_recovers_a_known_image_from_x4_measurements_above_30db():
+    """Official StyleGAN2 widths (64 px, w_dim 512, random weights), w_true = mapping(z) at ψ 0.7:
+    BRGM's MAP with its default weights recovers G(w_true) from the ×4 box-downsampled image."""
+    from napari_brgm.priors.stylegan2 import Generator, GeneratorConfig
+
+    torch.manual_seed(0)
+    G = Generator(GeneratorConfig(z_dim=512, w_dim=512, img_resolution=64, img_channels=1, channel_base=16384))
+    G.eval().requires_grad_(False)
+    x = G.synthesis(G.mapping(torch.randn(1, 512, generator=torch.Generator().manual_seed(1)), 0.7))
+    out = solve_map(_problem(G, "superres", x, factor=4), MapConfig(steps=100))
+    assert psnr(out.image[0, 0], x[0, 0]) > 30.0

@@ -49,7 +49,7 @@ def reconstruct(
     receives a `Progress` after every step; `should_stop()` is polled after every step and a
     cancelled run returns promptly with `Result.partial = True`. Further keyword options are the
     fields of `Settings` (vi_mode, mc_samples, sigma_y, window, sr_kind, fit, lambda_c,
-    perceptual_weights). Invalid requests raise ValueError before any heavy work.
+    perceptual_weights, precision). Invalid requests raise ValueError before any heavy work.
     """
     started = time.perf_counter()
     unknown = set(options) - set(Settings.__dataclass_fields__)
@@ -64,6 +64,7 @@ def reconstruct(
     prior_path = _resolve_prior(settings.prior)
     dev = resolve_device(settings.device)
     generator = _load(str(prior_path), dev)
+    generator.precision = settings.precision  # the cached generator serves every run: set it each time
     plan = plan_fit(image.shape, generator.img_resolution, factor=settings.factor, mode=settings.fit)
 
     imap = (IntensityMap.from_window(*settings.window) if settings.window
