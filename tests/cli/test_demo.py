@@ -1,21 +1,39 @@
-"""`napari-brgm demo --screenshot`: the README's main job renders napari with the sample and widget."""
+"""`napari-brgm demo --screenshot`: the README's main job renders napari, runs SR ×4 and inpainting, saves a PNG."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 
-import numpy as np
+import imageio.v3 as iio
 
 
-def test_demo_writes_a_screenshot_showing_the_brain_and_the_widget(tmp_path):
+def _demo(tmp_path, *extra: str) -> tuple[subprocess.CompletedProcess, object]:
     png = tmp_path / "demo.png"
-    subprocess.run([sys.executable, "-m", "napari_brgm.cli.main", "demo", "--screenshot", str(png)],
-                   check=True, timeout=240, capture_output=True)
-    import imageio.v3 as iio
+    proc = subprocess.run([sys.executable, "-m", "napari_brgm.cli.main", "demo", "--screenshot", str(png), *extra],
+                          timeout=300, capture_output=True, text=True)
+    return proc, (iio.imread(png) if png.exists() else None)
 
-    img = iio.imread(png)
+
+def test_demo_runs_both_reconstructions_and_writes_a_screenshot(tmp_path, tiny_prior):
+    proc, img = _demo(tmp_path, "--prior", str(tiny_prior), "--steps", "3")
+    assert proc.returncode == 0, proc.stderr
+    assert "×4 super-resolution of brain_t1_colin27_slab z18 coarse" in proc.stdout
+    assert "inpainting of" in proc.stdout
     assert img.shape[0] > 500 and img.shape[1] > 800
     gray = img[..., :3].mean(axis=2)
-    centre = gray[img.shape[0] // 4 : 3 * img.shape[0] // 4, img.shape[1] // 3 : 2 * img.shape[1] // 3]
-    assert centre.std() > 20  # the brain slice is rendered (a black or blank canvas has no contrast)
+    canvas = gray[img.shape[0] // 8: 7 * img.shape[0] // 8, img.shape[1] // 4: 3 * img.shape[1] // 4]
+    assert canvas.std() > 20  # images are rendered (a black or blank canvas has no contrast)
+
+
+def test_demo_without_runs_shows_the_sample_and_widget(tmp_path):
+    proc, img = _demo(tmp_path, "--no-run")
+    assert proc.returncode == 0, proc.stderr
+    centre = img[img.shape[0] // 4: 3 * img.shape[0] // 4, img.shape[1] // 3: 2 * img.shape[1] // 3, :3].mean(axis=2)
+    assert centre.std() > 20
+
+
+def test_demo_with_an_unknown_prior_fails_with_a_message(tmp_path):
+    proc, _ = _demo(tmp_path, "--prior", str(tmp_path / "missing.safetensors"))
+    assert proc.returncode == 1
+    assert "cannot use prior" in proc.stderr

@@ -1,4 +1,10 @@
-"""`napari-brgm demo`: open napari with the brain sample and the reconstruction widget docked.
+"""`napari-brgm demo`: napari with the brain sample, the reconstruction widget, and two real runs.
+
+The demo opens the sample brain (Colin27 T1 slab), then drives the dock widget as a user would:
+×4 super-resolution of a low-resolution version of the middle slice (the slice box-averaged to
+a quarter of the prior's size, i.e. a simulated coarse acquisition) and inpainting of a painted
+region of the slice itself, both variational (mean, samples, uncertainty) with the built-in
+brain prior, offline. Layers are shown side by side (grid). `--no-run` only opens the viewer.
 
 Without a display (a server, CI) the demo re-runs itself under Xvfb and writes a screenshot PNG
 instead of opening a window, so the main job always produces something to look at.
@@ -14,6 +20,8 @@ from pathlib import Path
 
 SAMPLE = "brain_t1"  # the chest X-ray is one click away: File > Open Sample > BRGM Reconstruction
 DEFAULT_PNG = Path("out") / "demo.png"
+DEFAULT_PRIOR = "brain-t1-64"
+RUN_TIMEOUT_S = 900
 
 
 def register(sub) -> None:
@@ -24,6 +32,9 @@ def register(sub) -> None:
         metavar="PNG",
         help="render off-screen, save a screenshot of the window to PNG and exit",
     )
+    p.add_argument("--prior", default=DEFAULT_PRIOR, help=f"prior for the runs (default: built-in {DEFAULT_PRIOR})")
+    p.add_argument("--steps", type=int, default=300, help="steps per stage (default 300)")
+    p.add_argument("--no-run", action="store_true", help="only open the sample and the widget")
     p.set_defaults(func=run)
 
 
@@ -33,6 +44,14 @@ def _has_display() -> bool:
 
 def run(args) -> int:
     screenshot = args.screenshot
+    if not args.no_run:
+        from napari_brgm.priors import CheckpointError, resolve_prior
+
+        try:
+            resolve_prior(args.prior)
+        except CheckpointError as err:
+            print(f"napari-brgm demo: cannot use prior {args.prior!r}: {err}", file=sys.stderr)
+            return 1
     if not _has_display():
         png = screenshot or DEFAULT_PNG
         xvfb = shutil.which("xvfb-run")
@@ -41,24 +60,28 @@ def run(args) -> int:
             return 2
         print(f"No display: rendering under Xvfb and writing {png}")
         cmd = [xvfb, "-a", "-s", "-screen 0 1600x1000x24", sys.executable, "-m", "napari_brgm.cli.main",
-               "demo", "--screenshot", str(png)]
-        return subprocess.call(cmd)
-    return _show(screenshot)
+               "demo", "--screenshot", str(png), "--prior", str(args.prior), "--steps", str(args.steps)]
+        return subprocess.call(cmd + (["--no-run"] if args.no_run else []))
+    return _show(screenshot, None if args.no_run else args.prior, args.steps)
 
 
-def _show(screenshot: Path | None) -> int:
+def _show(screenshot: Path | None, prior: str | None, steps: int) -> int:
     import napari
+    from qtpy.QtWidgets import QApplication
 
     viewer = napari.Viewer(title="napari-brgm demo")
+    viewer.window.resize(1500, 950)
     viewer.open_sample("napari-brgm", SAMPLE)
-    viewer.window.add_plugin_dock_widget("napari-brgm", "BRGM Reconstruction")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-brgm", "BRGM Reconstruction")
     viewer.reset_view()
+    if prior is not None:
+        ok = run_examples(viewer, widget, prior, steps)
+        if not ok and screenshot is not None:
+            viewer.close()
+            return 1
     if screenshot is None:
         napari.run()
         return 0
-    from qtpy.QtWidgets import QApplication
-
-    viewer.window.resize(1400, 900)
     for _ in range(20):
         QApplication.processEvents()
     screenshot.parent.mkdir(parents=True, exist_ok=True)
@@ -66,3 +89,89 @@ def _show(screenshot: Path | None) -> int:
     viewer.close()
     print(f"wrote {screenshot}")
     return 0
+
+
+def lowres_layer(viewer, brain, k: int, size: int):
+    """Slice k of `brain` box-averaged by an integer factor F so that it fits size×size: a coarse acquisition.
+
+    The layer sits exactly over the slice in world coordinates (scale × F, pixel centres moved).
+    """
+    import numpy as np
+
+    from napari_brgm.io.geometry import resampled_scale_translate
+
+    image = np.asarray(brain.data[k], dtype=np.float32)
+    f = int(np.ceil(max(image.shape) / size))
+    h, w = image.shape[0] // f, image.shape[1] // f
+    low = image[: h * f, : w * f].reshape(h, f, w, f).mean(axis=(1, 3))
+    scale, translate = resampled_scale_translate(brain.scale[-2:], brain.translate[-2:], 1 / f)
+    return viewer.add_image(low, name=f"{brain.name} z{k} coarse (1/{f})", scale=scale, translate=translate,
+                            units=brain.units[-2:], colormap="gray",
+                            metadata={"source": brain.metadata.get("source"), "downsampled_by": f})
+
+
+def _wait(widget, timeout: float) -> bool:
+    import time
+
+    from qtpy.QtWidgets import QApplication
+
+    end = time.monotonic() + timeout
+    while widget.runs and time.monotonic() < end:
+        QApplication.processEvents()
+        time.sleep(0.02)
+    return not widget.runs
+
+
+def run_examples(viewer, widget, prior: str, steps: int) -> bool:
+    """×4 SR of a coarse version of the middle slice, then inpainting of a region of the slice; VI both."""
+    import numpy as np
+
+    from napari_brgm.priors import load_generator, resolve_prior
+
+    try:
+        resolution = load_generator(resolve_prior(prior)).img_resolution
+    except Exception as err:  # no such prior: say so, keep the viewer
+        print(f"napari-brgm demo: cannot use prior {prior!r}: {err}", file=sys.stderr)
+        return False
+    brain = viewer.layers[-1]
+    k = brain.data.shape[0] // 2
+    viewer.dims.set_current_step(0, k)
+    if widget.prior_combo.findData(prior) < 0:
+        widget.prior_combo.insertItem(0, Path(prior).name, prior)
+    widget.prior_combo.setCurrentIndex(widget.prior_combo.findData(prior))
+    widget.method_combo.setCurrentIndex(widget.method_combo.findData("vi"))
+    widget.steps_spin.setValue(steps)
+
+    low = lowres_layer(viewer, brain, k, resolution // 4)
+    widget.image_combo.setCurrentText(low.name)
+    widget.task_combo.setCurrentIndex(widget.task_combo.findData("superres"))
+    widget.factor_combo.setCurrentIndex(widget.factor_combo.findData(4))
+    print(f"demo: ×4 super-resolution of {low.name} ({low.data.shape[0]}×{low.data.shape[1]} px), prior {prior}")
+    if widget.run() is None or not _wait(widget, RUN_TIMEOUT_S):
+        return False
+
+    widget.image_combo.setCurrentText(brain.name)
+    mask = widget.new_mask()
+    h, w = brain.data.shape[-2:]
+    region = np.zeros((h, w), dtype=mask.data.dtype)
+    region[int(0.30 * h): int(0.55 * h), int(0.50 * w): int(0.80 * w)] = 1  # part of the patient's left hemisphere
+    if mask.data.ndim == 3:
+        mask.data[k] = region
+    else:
+        mask.data[:] = region
+    mask.refresh()
+    print(f"demo: inpainting of {region.sum()} px of {brain.name} z{k}")
+    if widget.run() is None or not _wait(widget, RUN_TIMEOUT_S):
+        return False
+    _arrange(viewer)
+    return True
+
+
+def _arrange(viewer) -> None:
+    """Side by side: inputs, means and uncertainty maps; samples and previews hidden."""
+    for layer in viewer.layers:
+        kind = layer.metadata.get("brgm", {}).get("kind") if isinstance(layer.metadata, dict) else None
+        layer.visible = kind not in ("samples", "map", "consistent") and not layer.name.endswith("mask")
+    viewer.grid.enabled = True
+    viewer.grid.stride = 1
+    viewer.reset_view()
