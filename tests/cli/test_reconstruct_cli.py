@@ -80,3 +80,23 @@ def test_inpaint_from_a_png_mask_keeps_observed_pixels(tmp_path, tiny_fixture_di
     merged = nib.load(out / "consistent.nii.gz").get_fdata()[:, :, 0].T  # back to (y, x)
     observed = mask == 0
     np.testing.assert_allclose(merged[observed], image[observed], rtol=1e-6)
+
+
+def test_dip_needs_no_prior_and_writes_mean_std_samples(tmp_path):
+    import imageio.v3 as iio
+
+    from napari_brgm.cli.reconstruct import METHODS
+    from napari_brgm.engine.settings import METHODS as ENGINE_METHODS
+
+    assert METHODS == ENGINE_METHODS
+    image = (np.random.default_rng(1).random((16, 16)) * 4000).astype(np.uint16)
+    iio.imwrite(tmp_path / "img.png", image)
+    out = tmp_path / "out"
+    assert main(["reconstruct", str(tmp_path / "img.png"), "--task", "superres", "--factor", "2", "--method", "dip",
+                 "--steps", "20", "--samples", "2", "--back-project", "--device", "cpu", "--out", str(out)]) == 0
+    assert nib.load(out / "mean.nii.gz").shape == (32, 32, 1)
+    assert nib.load(out / "std.nii.gz").shape == (32, 32, 1)
+    assert nib.load(out / "samples.nii.gz").shape == (32, 32, 1, 2)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["settings"]["method"] == "dip" and summary["settings"]["back_project"] is True
+    assert summary["settings"]["prior_path"] is None and "dip/data" in summary["final_losses"]

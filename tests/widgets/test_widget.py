@@ -245,3 +245,35 @@ def test_loss_plot_draws_the_run_on_a_log_axis_and_thins_long_runs(qtbot):
     curve = plot.curve(100.0, 100.0)
     assert len(curve) <= MAX_POINTS + 1 and curve[-1] == (100.0, 0.0)
     assert not plot.grab().isNull()
+
+
+def test_the_method_box_offers_every_method_and_dip_runs_without_a_prior(docked, qtbot, tiny_prior):
+    viewer, widget = docked
+    offered = [widget.method_combo.itemData(i) for i in range(widget.method_combo.count())]
+    assert offered == ["map", "vi", "csgm", "iagan", "iagan_vi", "dip"]
+    viewer.add_image(np.random.default_rng(5).random((16, 16), dtype=np.float32) * 50, name="xr")
+    widget.task_combo.setCurrentIndex(widget.task_combo.findData("superres"))
+    widget.factor_combo.setCurrentIndex(widget.factor_combo.findData(2))
+    widget.method_combo.setCurrentIndex(widget.method_combo.findData("dip"))
+    assert not widget.prior_combo.isEnabled() and widget.samples_spin.isEnabled()
+    widget.back_project_check.setChecked(True)
+    widget.steps_spin.setValue(20)
+    widget.samples_spin.setValue(2)
+
+    run = run_and_wait(widget, qtbot)
+
+    assert run.request.options["prior"] is None and run.plan == ["dip"]
+    assert run.result is not None and not run.result.partial
+    assert [layer.name for layer in viewer.layers] == ["xr", "xr SRx2 DIP mean", "xr SRx2 DIP samples",
+                                                       "xr SRx2 DIP uncertainty"]
+    brgm = viewer.layers["xr SRx2 DIP mean"].metadata["brgm"]
+    assert brgm["method"] == "dip" and brgm["settings"]["back_project"] is True
+    widget.method_combo.setCurrentIndex(widget.method_combo.findData("iagan_vi"))
+    assert widget.prior_combo.isEnabled()
+    widget.prior_combo.setCurrentIndex(widget.prior_combo.findText(LOAD_CHECKPOINT))
+    with pytest.raises(ValueError, match="choose a prior"):
+        widget.request()
+    choose_checkpoint(widget)
+    request = widget.request()
+    assert request.options["method"] == "iagan" and request.options["iagan_vi"] is True
+    assert request.label == "xr SRx2 IAGAN-VI" and reconstruction.stage_plan(request.options) == ["csgm", "iagan", "vi"]

@@ -1,6 +1,6 @@
 """`napari-brgm reconstruct`: super-resolution, inpainting or denoising of one slice from the terminal.
 
-Writes into --out: mean.nii.gz, std.nii.gz (VI), samples.nii.gz (4-D: one volume per sample),
+Writes into --out: mean.nii.gz, std.nii.gz (VI, DIP), samples.nii.gz (4-D: one volume per sample),
 consistent.nii.gz (inpainting), panel.png (input, mean, std heatmap, a few samples) and
 summary.json (settings, timings, final losses). NIfTI outputs keep the input's geometry (a
 super-resolved slice sits on a grid `factor`× finer over the same field of view). Ctrl-C stops
@@ -14,6 +14,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+METHODS = ("map", "vi", "csgm", "iagan", "dip")  # = engine.settings.METHODS, spelt out so that --help needs no torch
+
 
 def register(sub) -> None:
     p = sub.add_parser("reconstruct", help="reconstruct a slice (super-resolution, inpainting, denoising)",
@@ -22,8 +24,16 @@ def register(sub) -> None:
     p.add_argument("--task", choices=("superres", "inpaint", "denoise"), default="superres")
     p.add_argument("--factor", type=int, default=4, help="super-resolution factor (2-32, divides the prior size)")
     p.add_argument("--mask", type=Path, help="inpainting mask image, same size as the slice; nonzero = MISSING")
-    p.add_argument("--prior", help="built-in prior name or checkpoint path (.safetensors, StyleGAN2(-ADA) .pkl)")
-    p.add_argument("--method", choices=("map", "vi"), default="map", help="MAP estimate or variational posterior")
+    p.add_argument("--prior", help="built-in prior name or checkpoint path (.safetensors, StyleGAN2(-ADA) .pkl); "
+                   "not used by --method dip")
+    p.add_argument("--method", choices=METHODS, default="map",
+                   help="map/vi: BRGM MAP estimate or variational posterior; csgm: latent z search with restarts; "
+                        "iagan: CSGM then generator fine-tuning; dip: Deep Image Prior (needs no prior)")
+    p.add_argument("--back-project", action="store_true",
+                   help="post-step x + A+(y - Ax): the result reproduces the measurement where observed")
+    p.add_argument("--bp-eta", type=float, default=0.0, help="regularised back-projection eta (default 0: exact)")
+    p.add_argument("--restarts", type=int, default=4, help="random z restarts of csgm/iagan (batched)")
+    p.add_argument("--iagan-vi", action="store_true", help="iagan: then variational inference around the adapted prior")
     p.add_argument("--vi-mode", choices=("elbo", "brgm"), default="elbo", help="VI objective (default: the ELBO)")
     p.add_argument("--steps", type=int, default=501, help="optimisation steps per stage (default: 501, as BRGM)")
     p.add_argument("--samples", type=int, default=16, help="posterior samples drawn at the end (VI)")
@@ -110,7 +120,8 @@ def _run(args) -> int:
         result = reconstruct(data, task=args.task, factor=args.factor, mask=mask, prior=args.prior,
                              method=args.method, steps=args.steps, samples=args.samples, seed=args.seed,
                              device=args.device, progress=progress, should_stop=lambda: interrupted,
-                             vi_mode=args.vi_mode, sigma_y=args.sigma_y)
+                             vi_mode=args.vi_mode, sigma_y=args.sigma_y, back_project=args.back_project,
+                             bp_eta=args.bp_eta, restarts=args.restarts, iagan_vi=args.iagan_vi)
     finally:
         signal.signal(signal.SIGINT, previous)
         for bar in bars.values():

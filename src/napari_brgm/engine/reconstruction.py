@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -19,11 +20,27 @@ from napari_brgm.engine.devices import resolve_device
 from napari_brgm.engine.geometry import plan_fit
 from napari_brgm.engine.intensity import IntensityMap
 from napari_brgm.engine.result import Progress, Result
-from napari_brgm.engine.settings import Settings, validate_inputs
+from napari_brgm.engine.settings import PRIOR_FREE_METHODS, Settings, validate_inputs
 from napari_brgm.operators import MaskedOperator, make_operator
-from napari_brgm.solvers import MapConfig, Monitor, Problem, ViConfig, solve_map, solve_vi
+from napari_brgm.solvers import (
+    CsgmConfig,
+    DipConfig,
+    IaganConfig,
+    MapConfig,
+    Monitor,
+    Problem,
+    ViConfig,
+    back_project,
+    solve_csgm,
+    solve_dip,
+    solve_iagan,
+    solve_map,
+    solve_vi,
+)
+from napari_brgm.solvers.dip import DIVISOR
 
 DEFAULT_SIGMA_Y = 0.05  # measurement noise in model units when none is stated: 2.5% of the intensity range
+DIP_MAX_AUTO_RESOLUTION = 256  # DIP on a CPU: larger inputs are reduced to fit (see engine/geometry.py)
 
 
 def reconstruct(
@@ -41,15 +58,18 @@ def reconstruct(
     should_stop: Callable[[], bool] | None = None,
     **options,
 ) -> Result:
-    """Reconstruct a 2-D slice with a StyleGAN2 prior (BRGM MAP or variational inference).
+    """Reconstruct a 2-D slice with a generative prior: BRGM MAP / VI, CSGM, IAGAN or Deep Image Prior.
 
     image: 2-D array in its own units (HU, MR units, CR values). mask: inpainting only, same shape,
     NONZERO = MISSING. prior: a built-in prior name or a checkpoint path (any format
-    `load_generator` reads). Super-resolution outputs are `factor`× the input size. `progress`
-    receives a `Progress` after every step; `should_stop()` is polled after every step and a
-    cancelled run returns promptly with `Result.partial = True`. Further keyword options are the
-    fields of `Settings` (vi_mode, mc_samples, sigma_y, window, sr_kind, fit, lambda_c,
-    perceptual_weights, precision). Invalid requests raise ValueError before any heavy work.
+    `load_generator` reads); method "dip" needs none and ignores it. method: "map", "vi", "csgm",
+    "iagan" or "dip" (docs/engine.md). Super-resolution outputs are `factor`× the input size.
+    `progress` receives a `Progress` after every step; `should_stop()` is polled after every step
+    and a cancelled run returns promptly with `Result.partial = True`. Further keyword options are
+    the fields of `Settings` (vi_mode, mc_samples, sigma_y, window, sr_kind, fit, lambda_c,
+    perceptual_weights, precision, back_project, bp_eta, restarts, lambda_z, iagan_lr, iagan_vi,
+    early_stop, dip_lr, dip_input_noise, dip_ema, dip_resolution). Invalid requests raise
+    ValueError before any heavy work.
     """
     started = time.perf_counter()
     unknown = set(options) - set(Settings.__dataclass_fields__)
@@ -61,52 +81,137 @@ def reconstruct(
     image, missing = validate_inputs(image, mask, settings)
     if settings.task != "superres":
         settings.factor = 1
-    prior_path = _resolve_prior(settings.prior)
     dev = resolve_device(settings.device)
-    generator = _load(str(prior_path), dev)
-    generator.precision = settings.precision  # the cached generator serves every run: set it each time
-    plan = plan_fit(image.shape, generator.img_resolution, factor=settings.factor, mode=settings.fit)
+    if settings.method in PRIOR_FREE_METHODS:  # no generator: the model works at a size of its own
+        prior_path, generator, channels = None, None, 1
+        resolution = _dip_resolution(image.shape, settings.factor, settings.dip_resolution)
+    else:
+        prior_path = _resolve_prior(settings.prior)
+        generator = _load(str(prior_path), dev)
+        generator.precision = settings.precision  # the cached generator serves every run: set it each time
+        resolution, channels = generator.img_resolution, generator.img_channels
+    plan = plan_fit(image.shape, resolution, factor=settings.factor, mode=settings.fit)
 
     imap = (IntensityMap.from_window(*settings.window) if settings.window
             else IntensityMap.from_percentiles(image, mask=missing))
     sigma_y = imap.scale_sigma(settings.sigma_y) if settings.sigma_y is not None else DEFAULT_SIGMA_Y
-    operator, y = _measurement(image, missing, plan, settings, sigma_y, imap, generator.img_channels, dev)
+    operator, y = _measurement(image, missing, plan, settings, sigma_y, imap, channels, dev)
     problem = Problem(generator=generator, operator=operator, y=y)
     monitor = Monitor(_progress_adapter(progress, plan, imap, started), should_stop)
-    settings_out = settings.as_dict() | {"prior_path": str(prior_path), "device_used": str(dev),
-                                         "sigma_y_model": sigma_y, "intensity": imap.as_dict(),
-                                         "prior_resolution": generator.img_resolution, "fit": plan.describe()}
+    settings_out = settings.as_dict() | {"prior_path": None if prior_path is None else str(prior_path),
+                                         "device_used": str(dev), "sigma_y_model": sigma_y,
+                                         "intensity": imap.as_dict(),
+                                         "prior_resolution": None if generator is None else resolution,
+                                         "model_resolution": resolution, "fit": plan.describe()}
     load_done = time.perf_counter()
 
-    map_cfg = MapConfig(steps=settings.steps, lambda_c=settings.lambda_c if settings.lambda_c is not None
-                        else MapConfig.default_lambda_c(settings.task, settings.factor),
-                        perceptual=_perceptual(settings.perceptual_weights, dev))
-    losses: dict[str, list[float]] = {}
+    estimate = _SOLVERS[settings.method](problem, settings, sigma_y, monitor, plan)
+    settings_out.update(estimate.notes)
     back = lambda t: imap.to_input(plan.from_model(_gray(t)))  # noqa: E731  model [N,C,R,R] → input units
-    map_out = None
-    if settings.method == "map" or settings.vi_mode == "elbo":  # the ELBO starts from the MAP estimate
-        map_out = solve_map(problem, map_cfg, monitor)
-        losses.update({f"map/{k}": v for k, v in map_out.losses.items()})
-    map_image = None if map_out is None else back(map_out.image)[0]
-    if settings.method == "map" or monitor.stopped:
-        mean, samples_in, std, partial = map_image, map_image[None], None, map_out.stopped
-    else:
-        vi_cfg = ViConfig(steps=settings.steps, mc_samples=settings.mc_samples, samples=settings.samples,
-                          mode=settings.vi_mode, sigma_y=sigma_y, map=map_cfg)
-        vi = solve_vi(problem, vi_cfg, seed=settings.seed, monitor=monitor,
-                      mu_init=None if map_out is None else map_out.ws)
-        losses.update({f"vi/{k}": v for k, v in vi.losses.items()})
-        samples_in = back(vi.samples)
-        mean = samples_in.mean(axis=0)
-        std = samples_in.std(axis=0, ddof=1 if len(samples_in) > 1 else 0)
-        partial = vi.stopped
+    if settings.back_project:
+        estimate.samples = back_project(problem, estimate.samples, settings.bp_eta)
+        estimate.mean = None if estimate.mean is None else back_project(problem, estimate.mean, settings.bp_eta)
+    samples_in = back(estimate.samples)
+    mean = samples_in.mean(axis=0) if estimate.mean is None else back(estimate.mean)[0]
+    std = samples_in.std(axis=0, ddof=1 if len(samples_in) > 1 else 0) if estimate.spread else None
+    map_image = None if estimate.map is None else back(estimate.map)[0]
     consistent = np.where(missing, mean, image).astype(np.float32) if missing is not None else None
     finished = time.perf_counter()
     settings_out["timings"] = {"load_s": load_done - started, "solve_s": finished - load_done,
                                "total_s": finished - started}
     return Result(mean=mean.astype(np.float32), samples=samples_in.astype(np.float32),
                   std=None if std is None else std.astype(np.float32), map=map_image, consistent=consistent,
-                  losses=losses, partial=bool(partial), settings=settings_out)
+                  losses=estimate.losses, partial=bool(estimate.partial), settings=settings_out)
+
+
+@dataclass
+class _Estimate:
+    """A solver's answer in model units [N, C, R, R], before back-projection and the way back to input units."""
+
+    samples: torch.Tensor  # [S, C, R, R]; a point estimate is one "sample"
+    mean: torch.Tensor | None  # [1, C, R, R]; None: the pixel-wise mean of the samples (in input units)
+    spread: bool  # whether Result.std is the spread of the samples (else None)
+    map: torch.Tensor | None  # BRGM's MAP image G(w*) when the method computed one (never back-projected)
+    losses: dict[str, list[float]]  # prefixed by stage: "map/…", "vi/…", "csgm/…", "iagan/…", "dip/…"
+    partial: bool
+    notes: dict = field(default_factory=dict)  # recorded in Result.settings (e.g. early stopping)
+
+
+def _map_config(settings: Settings, device: torch.device) -> MapConfig:
+    return MapConfig(steps=settings.steps, lambda_c=settings.lambda_c if settings.lambda_c is not None
+                     else MapConfig.default_lambda_c(settings.task, settings.factor),
+                     perceptual=_perceptual(settings.perceptual_weights, device))
+
+
+def _vi_config(settings: Settings, sigma_y: float, map_cfg: MapConfig) -> ViConfig:
+    return ViConfig(steps=settings.steps, mc_samples=settings.mc_samples, samples=settings.samples,
+                    mode=settings.vi_mode, sigma_y=sigma_y, map=map_cfg)
+
+
+def _solve_brgm(problem: Problem, settings: Settings, sigma_y: float, monitor: Monitor, plan) -> _Estimate:
+    """BRGM: MAP in W+; VI starts from the MAP estimate in its ELBO mode (a MAP stage runs first)."""
+    map_cfg = _map_config(settings, problem.device)
+    losses: dict[str, list[float]] = {}
+    map_out = None
+    if settings.method == "map" or settings.vi_mode == "elbo":
+        map_out = solve_map(problem, map_cfg, monitor)
+        losses.update({f"map/{k}": v for k, v in map_out.losses.items()})
+    if settings.method == "map" or monitor.stopped:
+        return _Estimate(samples=map_out.image, mean=map_out.image, spread=False, map=map_out.image,
+                         losses=losses, partial=map_out.stopped)
+    vi = solve_vi(problem, _vi_config(settings, sigma_y, map_cfg), seed=settings.seed, monitor=monitor,
+                  mu_init=None if map_out is None else map_out.ws)
+    losses.update({f"vi/{k}": v for k, v in vi.losses.items()})
+    return _Estimate(samples=vi.samples, mean=None, spread=True, map=None if map_out is None else map_out.image,
+                     losses=losses, partial=vi.stopped)
+
+
+def _csgm_config(settings: Settings) -> CsgmConfig:
+    return CsgmConfig(steps=settings.steps, restarts=settings.restarts, lambda_z=settings.lambda_z)
+
+
+def _solve_csgm(problem: Problem, settings: Settings, sigma_y: float, monitor: Monitor, plan) -> _Estimate:
+    out = solve_csgm(problem, _csgm_config(settings), seed=settings.seed, monitor=monitor)
+    return _Estimate(samples=out.image, mean=out.image, spread=False, map=None,
+                     losses={f"csgm/{k}": v for k, v in out.losses.items()}, partial=out.stopped,
+                     notes={"restart_data_fits": out.data_fits.tolist()})
+
+
+def _solve_iagan(problem: Problem, settings: Settings, sigma_y: float, monitor: Monitor, plan) -> _Estimate:
+    """IAGAN on a copy of the cached generator; with iagan_vi, VI around the adapted generator follows."""
+    cfg = IaganConfig(steps=settings.steps, lr_z=settings.iagan_lr, lr_g=settings.iagan_lr,
+                      early_stop=settings.early_stop, sigma_y=sigma_y, csgm=_csgm_config(settings))
+    out = solve_iagan(problem, cfg, seed=settings.seed, monitor=monitor)
+    notes = {"early_stopped_at": {"iagan": out.early_stopped_at}}
+    if not settings.iagan_vi or out.stopped:
+        return _Estimate(samples=out.image, mean=out.image, spread=False, map=None, losses=out.losses,
+                         partial=out.stopped, notes=notes)
+    adapted = replace(problem, generator=out.generator)
+    vi = solve_vi(adapted, _vi_config(settings, sigma_y, _map_config(settings, problem.device)), seed=settings.seed,
+                  monitor=monitor, mu_init=out.ws)
+    losses = out.losses | {f"vi/{k}": v for k, v in vi.losses.items()}
+    return _Estimate(samples=vi.samples, mean=None, spread=True, map=None, losses=losses, partial=vi.stopped,
+                     notes=notes)
+
+
+def _solve_dip(problem: Problem, settings: Settings, sigma_y: float, monitor: Monitor, plan) -> _Estimate:
+    cfg = DipConfig(steps=settings.steps, lr=settings.dip_lr, input_noise=settings.dip_input_noise,
+                    ema=settings.dip_ema, early_stop=settings.early_stop, sigma_y=sigma_y, samples=settings.samples)
+    out = solve_dip(problem, cfg, seed=settings.seed, image_hw=plan.model_hw, monitor=monitor)
+    return _Estimate(samples=out.samples, mean=out.image, spread=len(out.samples) > 1, map=None,
+                     losses={f"dip/{k}": v for k, v in out.losses.items()}, partial=out.stopped,
+                     notes={"early_stopped_at": {"dip": out.early_stopped_at}})
+
+
+_SOLVERS = {"map": _solve_brgm, "vi": _solve_brgm, "csgm": _solve_csgm, "iagan": _solve_iagan, "dip": _solve_dip}
+
+
+def _dip_resolution(input_hw: tuple[int, int], factor: int, requested: int | None) -> int:
+    """DIP's model image side: as asked, else the output's longer side rounded up to a power of two in 32-256."""
+    if requested is not None:
+        return int(requested)
+    side = factor * max(input_hw)
+    return min(DIP_MAX_AUTO_RESOLUTION, max(DIVISOR * 2, 1 << max(side - 1, 1).bit_length()))
 
 
 def _resolve_prior(prior: str | None) -> Path:

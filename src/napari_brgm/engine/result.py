@@ -26,8 +26,10 @@ class Result:
     """A reconstruction in the input's intensity units; SR outputs are `factor`x the input size.
 
     `std` is the per-pixel standard deviation over `samples` (None for point estimates such as
-    MAP, which has no posterior); `consistent` is the inpainting result with observed pixels kept
-    (None for other tasks); `partial` is True when the run was cancelled before its last step.
+    MAP, CSGM and IAGAN); for VI the samples come from the fitted posterior q, for Deep Image Prior
+    they are its last iterates, so there `std` is the spread of the estimator, not a posterior.
+    `consistent` is the inpainting result with observed pixels kept (None for other tasks);
+    `partial` is True when the run was cancelled before its last step.
     """
 
     mean: np.ndarray  # [H', W']

@@ -8,7 +8,9 @@ import numpy as np
 
 from napari_brgm.operators.registry import TASKS
 
-METHODS = ("map", "vi")
+METHODS = ("map", "vi", "csgm", "iagan", "dip")
+PRIOR_FREE_METHODS = ("dip",)  # methods that need no generator
+DIP_RESOLUTIONS = (32, 64, 128, 256, 512)
 SR_FACTORS = range(2, 33)
 
 
@@ -19,9 +21,9 @@ class Settings:
     task: str = "superres"  # "superres", "inpaint" or "denoise"
     factor: int = 4  # super-resolution factor (outputs are factor× the input size)
     prior: str | None = None  # built-in prior name or checkpoint path
-    method: str = "map"  # "map" or "vi"
+    method: str = "map"  # "map", "vi" (BRGM), "csgm", "iagan" or "dip" (see docs/engine.md)
     steps: int = 501  # optimisation steps per stage (BRGM: 501)
-    samples: int = 16  # S: posterior samples drawn at the end (VI)
+    samples: int = 16  # S: posterior samples drawn at the end (VI); DIP: last iterates kept for the spread
     seed: int = 0  # seeds every random draw of the run
     device: str = "auto"  # "auto", "cpu" or "cuda"
     vi_mode: str = "elbo"  # "elbo" (a real ELBO) or "brgm" (the reference code's loss)
@@ -33,6 +35,17 @@ class Settings:
     lambda_c: float | None = None  # colinearity weight (None: BRGM's default for the task)
     perceptual_weights: str | None = None  # local VGG16/LPIPS weights file enabling the perceptual term
     precision: str = "fp32"  # "fp32" (exact) or "bf16" (3×3 convolutions in bfloat16: faster on CPUs with bf16)
+    back_project: bool = False  # every method: post-step x + A⁺(y − A·x), the result reproduces y where observed
+    bp_eta: float = 0.0  # η of the regularised back-projection x + Aᵀ(AAᵀ + ηI)⁻¹(y − A·x); 0: exact
+    restarts: int = 4  # CSGM / IAGAN: random z starts, optimised in one batch; the best data fit is kept
+    lambda_z: float = 0.001  # CSGM / IAGAN: weight of the Gaussian prior ‖z‖²
+    iagan_lr: float = 1e-4  # IAGAN: Adam learning rate of the adaptive stage (z and synthesis weights)
+    iagan_vi: bool = False  # IAGAN: then variational inference around the adapted generator (samples + std)
+    early_stop: bool = True  # IAGAN / DIP: stop once the data misfit reaches sigma_y² (discrepancy principle)
+    dip_lr: float = 0.01  # DIP: Adam learning rate of the network weights
+    dip_input_noise: float = 1 / 30  # DIP: std of the noise added to the fixed input each step
+    dip_ema: float = 0.99  # DIP: weight of the past in the moving average of the outputs
+    dip_resolution: int | None = None  # DIP: model image side (32-512); None: output size rounded up to 2^k, ≤ 256
 
     def validate(self) -> None:
         if self.task not in TASKS:
@@ -53,6 +66,20 @@ class Settings:
             raise ValueError(f"sigma_y must be positive, got {self.sigma_y}")
         if self.window is not None and not self.window[1] > 0:
             raise ValueError(f"window width must be positive, got {self.window}")
+        if not self.bp_eta >= 0:
+            raise ValueError(f"bp_eta must be >= 0, got {self.bp_eta}")
+        if self.restarts < 1:
+            raise ValueError(f"restarts must be at least 1, got {self.restarts}")
+        if not self.lambda_z >= 0:
+            raise ValueError(f"lambda_z must be >= 0, got {self.lambda_z}")
+        if not (self.iagan_lr > 0 and self.dip_lr > 0):
+            raise ValueError("iagan_lr and dip_lr must be positive")
+        if self.iagan_vi and self.method != "iagan":
+            raise ValueError(f"iagan_vi applies to method 'iagan', not {self.method!r}")
+        if not self.dip_input_noise >= 0 or not 0 <= self.dip_ema < 1:
+            raise ValueError("dip_input_noise must be >= 0 and dip_ema in [0, 1)")
+        if self.dip_resolution is not None and self.dip_resolution not in DIP_RESOLUTIONS:
+            raise ValueError(f"dip_resolution must be one of {DIP_RESOLUTIONS}, got {self.dip_resolution!r}")
 
     def as_dict(self) -> dict:
         return asdict(self)

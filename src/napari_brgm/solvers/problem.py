@@ -13,7 +13,7 @@ from napari_brgm.operators.base import LinearOperator
 class Problem:
     """y = A·G(w) + noise, everything in the generator's units ([-1, 1]) and on one device."""
 
-    generator: torch.nn.Module  # napari_brgm.priors.Generator, eval mode, frozen
+    generator: torch.nn.Module | None  # napari_brgm.priors.Generator, eval mode, frozen; None for DIP
     operator: LinearOperator  # A, acting on [N, C, R, R]
     y: torch.Tensor  # measurement [1, C, h, w]
 
@@ -27,3 +27,12 @@ class Problem:
     def residual(self, images: torch.Tensor) -> torch.Tensor:
         """A·x − y for a batch of images [N, C, R, R]."""
         return self.operator.forward(images) - self.y
+
+    def data_fit(self, images: torch.Tensor) -> torch.Tensor:
+        """Mean of (A·x − y)² over the OBSERVED measurement entries, one value per image [N].
+
+        Missing entries are zero in both A·x and y, so they are left out of the count: the value is
+        comparable with σ_y² (the discrepancy principle the early stopping uses).
+        """
+        observed = (self.operator.forward(torch.ones_like(images[:1])) != 0).sum().clamp_min(1)
+        return self.residual(images).square().flatten(1).sum(1) / observed

@@ -19,7 +19,7 @@ from napari.layers import Image, Labels, Layer, Shapes
 from napari.utils.transforms import CompositeAffine
 
 TASK_LABELS = {"superres": "SR", "inpaint": "inpaint"}
-METHOD_LABELS = {"map": "MAP", "vi": "VI"}
+METHOD_LABELS = {"map": "MAP", "vi": "VI", "csgm": "CSGM", "iagan": "IAGAN", "dip": "DIP"}
 UNCERTAINTY_PERCENTILE = 99.5  # top of the uncertainty layer's contrast range (0 is the bottom)
 PARTIAL = " (partial)"  # name suffix of the layers of a cancelled run
 
@@ -45,13 +45,18 @@ class Request:
         if self.options["task"] == "superres":
             task += f"x{self.factor}"
         where = "" if self.slice_index is None else f" z{self.slice_index}"
-        return f"{self.layer_name}{where} {task} {METHOD_LABELS[self.options['method']]}"
+        return f"{self.layer_name}{where} {task} {self.method_label}"
+
+    @property
+    def method_label(self) -> str:
+        """'MAP', 'VI', 'CSGM', 'IAGAN', 'IAGAN-VI' or 'DIP'."""
+        return METHOD_LABELS[self.options["method"]] + ("-VI" if self.options.get("iagan_vi") else "")
 
     @property
     def key(self) -> str:
         """Identifies the run for the re-run rule: same key, same layers."""
         return "|".join(map(str, (self.layer_name, self.slice_index, self.options["task"], self.factor,
-                                  self.options["method"])))
+                                  self.options["method"] + ("+vi" if self.options.get("iagan_vi") else ""))))
 
 
 def displayed_slice(layer: Image, viewer) -> int | None:

@@ -17,6 +17,7 @@ from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QObject, QSettings, Qt, Signal
 from qtpy.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QFileDialog,
     QFormLayout,
@@ -39,6 +40,25 @@ MAX_OVERSIZE = 4  # the engine refuses inputs more than this many times the prio
 LOAD_CHECKPOINT = "Load checkpoint…"
 CHECKPOINT_FILTER = "StyleGAN2 checkpoints (*.pkl *.safetensors *.pt *.pth);;All files (*)"
 RECENT_CHECKPOINTS = 5
+METHODS = (  # (combo text, combo data); "iagan_vi" becomes method="iagan", iagan_vi=True
+    ("MAP (point estimate)", "map"),
+    ("Variational (samples + uncertainty)", "vi"),
+    ("CSGM (latent search, point estimate)", "csgm"),
+    ("IAGAN (adapts the prior to the image)", "iagan"),
+    ("IAGAN + variational (samples + uncertainty)", "iagan_vi"),
+    ("Deep Image Prior (no prior needed)", "dip"),
+)
+SPREAD_METHODS = ("vi", "iagan_vi", "dip")  # the methods that return samples and an uncertainty map
+
+
+def stage_plan(options: dict) -> list[str]:
+    """The progress stages a run goes through, in order (each of `steps` steps at most)."""
+    method = options["method"]
+    if method == "vi":
+        return ["map", "vi"] if options.get("vi_mode", "elbo") == "elbo" else ["vi"]
+    if method == "iagan":
+        return ["csgm", "iagan", "vi"] if options.get("iagan_vi") else ["csgm", "iagan"]
+    return [method]
 
 
 def _settings() -> QSettings:
@@ -76,8 +96,7 @@ class Run(QObject):
         self.first: tuple[int, float] | None = None  # (steps done, elapsed) at the first report, for the ETA
         self.last: Progress | None = None
         self.result = None
-        method = request.options["method"]
-        self.plan = ["map", "vi"] if method == "vi" and request.options.get("vi_mode", "elbo") == "elbo" else [method]
+        self.plan = stage_plan(request.options)
         self.worker = create_worker(self._work, engine, _start_thread=False, _ignore_errors=True)
 
     def _work(self, engine):
@@ -150,11 +169,15 @@ class ReconstructionWidget(QWidget):
         self.mask_combo = QComboBox(toolTip="Labels or Shapes: painted / drawn pixels are MISSING")
         self.new_mask_button = QPushButton("New mask", toolTip="An empty Labels layer on the image grid to paint")
         self.prior_combo = QComboBox(toolTip="A built-in prior or a StyleGAN2 checkpoint")
-        self.method_combo = QComboBox()
-        self.method_combo.addItem("MAP (point estimate)", "map")
-        self.method_combo.addItem("Variational (samples + uncertainty)", "vi")
+        self.method_combo = QComboBox(toolTip="BRGM MAP / variational, CSGM, IAGAN or Deep Image Prior (docs/engine.md)")
+        for text, value in METHODS:
+            self.method_combo.addItem(text, value)
+        self.back_project_check = QCheckBox(
+            "Back-project onto the measurement",
+            toolTip="Post-step x + A⁺(y − A·x): the result reproduces the measured pixels exactly")
         self.steps_spin = _spin(1, 1_000_000, 501, "Optimisation steps per stage (BRGM uses 501)")
-        self.samples_spin = _spin(1, 256, 16, "Posterior samples drawn after variational inference")
+        self.samples_spin = _spin(1, 256, 16, "Posterior samples drawn after variational inference; "
+                                               "Deep Image Prior: last iterates kept for the uncertainty")
         self.seed_spin = _spin(0, 2**31 - 1, 0, "Seeds every random draw: same seed, same result")
         self.device_combo = QComboBox()
         for text, value in (("Auto (CUDA if present)", "auto"), ("CPU", "cpu"), ("CUDA", "cuda")):
@@ -175,7 +198,8 @@ class ReconstructionWidget(QWidget):
         form = QFormLayout()
         for label, field in (("Input", self.image_combo), ("", self.info), ("Task", self.task_combo),
                              ("Factor", self.factor_combo), ("Mask", mask_row), ("Prior", self.prior_combo),
-                             ("Method", self.method_combo), ("Steps", self.steps_spin),
+                             ("Method", self.method_combo), ("", self.back_project_check),
+                             ("Steps", self.steps_spin),
                              ("Samples", self.samples_spin), ("Seed", self.seed_spin), ("Device", self.device_combo)):
             form.addRow(label, field)
         layout = QVBoxLayout(self)
@@ -250,7 +274,9 @@ class ReconstructionWidget(QWidget):
         self.new_mask_button.setEnabled(inpaint)
 
     def _on_method(self, *_) -> None:
-        self.samples_spin.setEnabled(self.method_combo.currentData() == "vi")
+        method = self.method_combo.currentData()
+        self.samples_spin.setEnabled(method in SPREAD_METHODS)
+        self.prior_combo.setEnabled(method != "dip")  # Deep Image Prior uses no trained prior
 
     def new_mask(self) -> Labels | None:
         """Add an empty Labels layer on the input's grid, select it for painting and as the mask."""
@@ -327,16 +353,19 @@ class ReconstructionWidget(QWidget):
         image, k = L.input_slice(layer, self.viewer)
         task = self.task_combo.currentData()
         mask = L.mask_slice(self._layer(self.mask_combo), layer, k) if task == "inpaint" else None
-        prior = self.prior_combo.currentData()
-        if prior is None:
+        method = self.method_combo.currentData()
+        prior = None if method == "dip" else self.prior_combo.currentData()
+        if prior is None and method != "dip":
             raise ValueError("choose a prior: a built-in one or 'Load checkpoint…'")
         factor = self.factor_combo.currentData()
         if task == "superres" and factor is None:
             raise ValueError(f"{layer.name!r} is too large for super-resolution: crop a region of interest")
         options = {"task": task, "factor": factor if task == "superres" else 1, "prior": prior,
-                   "method": self.method_combo.currentData(), "steps": self.steps_spin.value(),
+                   "method": "iagan" if method == "iagan_vi" else method, "steps": self.steps_spin.value(),
                    "samples": self.samples_spin.value(), "seed": self.seed_spin.value(),
-                   "device": self.device_combo.currentData()}
+                   "device": self.device_combo.currentData(), "back_project": self.back_project_check.isChecked()}
+        if method == "iagan_vi":
+            options["iagan_vi"] = True
         return L.Request(layer_name=layer.name, slice_index=k, image=image, mask=mask, options=options)
 
     def run(self) -> Run | None:
@@ -350,7 +379,8 @@ class ReconstructionWidget(QWidget):
         if self._run_for(layer) is not None:
             show_warning(f"a run for {layer.name!r} is already in flight")
             return None
-        _settings().setValue("prior", request.options["prior"])
+        if request.options["prior"] is not None:  # a Deep Image Prior run keeps the remembered prior
+            _settings().setValue("prior", request.options["prior"])
         run = Run(request, layer, reconstruct)
         run.progressed.connect(lambda report, run=run: self._on_progress(run, report),
                                Qt.ConnectionType.QueuedConnection)  # the engine reports from the worker thread
