@@ -8,7 +8,7 @@ correlation between the posterior std and the absolute error (over the missing p
 inpainting, the whole image for SR). Inpainting scores are on the data-consistent images.
 
     python benchmarks/eval_brain_prior.py --prior runs/brain-t1-64/brain-t1-64.safetensors
-    python benchmarks/eval_brain_prior.py --methods map,vi,csgm,iagan,dip --tasks sr4,half --json out/eval.json
+    python benchmarks/eval_brain_prior.py --methods map,vi,csgm,iagan,iagan+bp,dip --tasks sr4,half --json out/eval.json
 """
 
 from __future__ import annotations
@@ -58,21 +58,35 @@ def pick_slices(images: torch.Tensor, count: int) -> list[int]:
     return [int(round(v)) for v in np.linspace(0.2 * (n - 1), 0.8 * (n - 1), count)]
 
 
+def method_options(spec: str) -> dict:
+    """"map", "vi", "csgm", "iagan", "dip", with suffixes "+bp" (back-projection) and "+vi" (IAGAN then VI)."""
+    name, *extras = spec.split("+")
+    options = {"method": name}
+    for extra in extras:
+        if extra == "bp":
+            options["back_project"] = True
+        elif extra == "vi" and name == "iagan":
+            options["iagan_vi"] = True
+        else:
+            raise ValueError(f"unknown method suffix +{extra} in {spec!r}")
+    return options
+
+
 def run_one(truth, task, arg, method, prior, steps, samples, seed):
-    """(estimate, std or None, seconds) for one slice, task and method."""
+    """(estimate, std or None, seconds) for one slice, task and method spec."""
     t0 = time.perf_counter()
     if task == "superres":
         y = downsample(truth, arg)
         if method == "bicubic":
             return bicubic_upsample(y, arg), None, time.perf_counter() - t0
-        r = reconstruct(y, task="superres", factor=arg, prior=prior, method=method, steps=steps, samples=samples,
-                        seed=seed)
+        r = reconstruct(y, task="superres", factor=arg, prior=prior, steps=steps, samples=samples, seed=seed,
+                        **method_options(method))
         return r.mean, r.std, time.perf_counter() - t0
     mask = masks(truth.shape[0])[arg]
     if method == "biharmonic":
         return biharmonic_inpaint(truth, mask), None, time.perf_counter() - t0
-    r = reconstruct(np.where(mask != 0, 0, truth), task="inpaint", mask=mask, prior=prior, method=method,
-                    steps=steps, samples=samples, seed=seed)
+    r = reconstruct(np.where(mask != 0, 0, truth), task="inpaint", mask=mask, prior=prior, steps=steps,
+                    samples=samples, seed=seed, **method_options(method))
     return r.consistent, r.std, time.perf_counter() - t0
 
 
@@ -96,6 +110,7 @@ def main(argv=None) -> int:
     chosen = pick_slices(data.images, args.slices)
     print(f"prior {args.prior} ({resolution} px); held-out {args.heldout.name}: slices "
           f"{[data.sources[i] for i in chosen]}; {args.steps} steps per stage")
+    print("| task | method | PSNR dB | SSIM | seconds | corr(std, abs error) |\n|---|---|---|---|---|---|")
     rows, per_slice = [], []
     for key in args.tasks.split(","):
         task, arg = TASKS[key]

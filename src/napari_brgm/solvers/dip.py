@@ -1,7 +1,7 @@
 """Deep Image Prior (Ulyanov, Vedaldi, Lempitsky): an untrained network as the prior; no generator needed.
 
-An encoder–decoder f_θ (MONAI's `UNet`, 4 levels of stride 2, widths 16–128: ~10 ms per step at
-64 px, ~70 ms at 256 px on one CPU core) maps a FIXED noise image z to the estimate; Adam (lr 0.01)
+An encoder–decoder f_θ (MONAI's `BasicUNet`, 4 levels of 2× pooling and bilinear upsampling,
+widths 16–128) maps a FIXED noise image z to the estimate; Adam (lr 0.01)
 fits θ to mean_observed((A·f_θ(z + δ) − y)²), with fresh input noise δ ~ N(0, input_noise²) each
 step. The network fits natural structure before noise, so the run needs a step budget (`steps`)
 and stops early once the misfit reaches σ_y² (the discrepancy principle). The estimate is the
@@ -57,14 +57,19 @@ class DipOutput:
 
 
 def build_network(cfg: DipConfig, out_channels: int, seed: int) -> torch.nn.Module:
-    """A freshly initialised MONAI UNet (weights seeded, so a run is reproducible)."""
-    from monai.networks.nets import UNet
+    """A freshly initialised MONAI BasicUNet (weights seeded, so a run is reproducible).
+
+    Upsampling is bilinear interpolation + convolution ("nontrainable"), as in DIP: transposed
+    convolutions leave a checkerboard in the null space of the box downsampling that the data
+    term never sees (×4 SR of the chest X-ray: 11 dB instead of 33+).
+    """
+    from monai.networks.nets import BasicUNet
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return UNet(spatial_dims=2, in_channels=cfg.input_channels, out_channels=out_channels,
-                    channels=cfg.channels, strides=(2,) * (len(cfg.channels) - 1), num_res_units=1,
-                    act=("LeakyReLU", {"negative_slope": 0.2}), norm="batch")
+        return BasicUNet(spatial_dims=2, in_channels=cfg.input_channels, out_channels=out_channels,
+                         features=(*cfg.channels, cfg.channels[0]), act=("LeakyReLU", {"negative_slope": 0.2}),
+                         norm="batch", upsample="nontrainable", dropout=0.0)
 
 
 def solve_dip(problem: Problem, cfg: DipConfig, seed: int, image_hw: tuple[int, int],
