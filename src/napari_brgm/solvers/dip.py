@@ -1,7 +1,7 @@
 """Deep Image Prior (Ulyanov, Vedaldi, Lempitsky): an untrained network as the prior; no generator needed.
 
 An encoder–decoder f_θ (MONAI's `BasicUNet`, 4 levels of 2× pooling and bilinear upsampling,
-widths 16–128) maps a FIXED noise image z to the estimate; Adam (lr 0.01)
+widths 8–128, channels-last memory layout) maps a FIXED noise image z to the estimate; Adam (lr 0.01)
 fits θ to mean_observed((A·f_θ(z + δ) − y)²), with fresh input noise δ ~ N(0, input_noise²) each
 step. The network fits natural structure before noise, so the run needs a step budget (`steps`)
 and stops early once the misfit reaches σ_y² (the discrepancy principle). The estimate is the
@@ -38,7 +38,8 @@ class DipConfig:
     samples: int = 8  # raw iterates kept for the spread (the last ones)
     sample_every: int = 10  # steps between kept iterates
     input_channels: int = 8  # channels of the fixed noise input
-    channels: tuple[int, ...] = (16, 32, 64, 128, 128)  # encoder widths, one stride-2 level between each
+    channels: tuple[int, ...] = (8, 16, 32, 64, 128)  # encoder widths, one 2× pooling between each (8 at full
+    # resolution: 250 ms per step at 256 px on one core, 16 would cost 450-680 ms)
 
     def __post_init__(self):
         if self.lr <= 0 or self.input_noise < 0 or not 0 <= self.ema < 1:
@@ -80,9 +81,10 @@ def solve_dip(problem: Problem, cfg: DipConfig, seed: int, image_hw: tuple[int, 
         raise ValueError(f"Deep Image Prior needs image sides that are multiples of {DIVISOR}, got {h}x{w}")
     device = problem.device
     channels = problem.y.shape[1]
-    net = build_network(cfg, channels, seed).to(device).train()
+    net = build_network(cfg, channels, seed).to(device).train().to(memory_format=torch.channels_last)
     gen = torch.Generator(device=device).manual_seed(seed)
     z = 0.1 * torch.rand((1, cfg.input_channels, h, w), generator=gen, device=device)  # DIP's U(0, 0.1) input
+    z = z.contiguous(memory_format=torch.channels_last)  # 1.1-1.5x faster convolutions on a CPU
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     target = None if not cfg.early_stop or cfg.sigma_y is None else cfg.sigma_y**2
     kept: deque[torch.Tensor] = deque(maxlen=cfg.samples)
