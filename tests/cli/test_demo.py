@@ -37,3 +37,10 @@ def test_demo_with_an_unknown_prior_fails_with_a_message(tmp_path):
     proc, _ = _demo(tmp_path, "--prior", str(tmp_path / "missing.safetensors"))
     assert proc.returncode == 1
     assert "cannot use prior" in proc.stderr
+
+
+def test_xray_demo_inpaints_a_lung_field_with_deep_image_prior(tmp_path):
+    proc, img = _demo(tmp_path, "--sample", "chest_xray", "--steps", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert "Deep Image Prior inpainting of" in proc.stdout
+    assert img.shape[0] > 500

@@ -1,10 +1,13 @@
 """`napari-brgm demo`: napari with the brain sample, the reconstruction widget, and two real runs.
 
-The demo opens the sample brain (Colin27 T1 slab), then drives the dock widget as a user would:
+`--sample brain_t1` (default) opens the sample brain (Colin27 T1 slab), then drives the dock
+widget as a user would:
 ×4 super-resolution of a low-resolution version of the middle slice (the slice box-averaged to
 a quarter of the prior's size, i.e. a simulated coarse acquisition) and inpainting of a painted
 region of the slice itself, both variational (mean, samples, uncertainty) with the built-in
-brain prior, offline. Layers are shown side by side (grid). `--no-run` only opens the viewer.
+brain prior, offline. `--sample chest_xray` opens the chest X-ray and inpaints a lung field with
+Deep Image Prior (no trained prior exists for X-rays). Layers are shown side by side (grid).
+`--no-run` only opens the viewer.
 
 Without a display (a server, CI) the demo re-runs itself under Xvfb and writes a screenshot PNG
 instead of opening a window, so the main job always produces something to look at.
@@ -18,7 +21,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-SAMPLE = "brain_t1"  # the chest X-ray is one click away: File > Open Sample > BRGM Reconstruction
+SAMPLES = ("brain_t1", "chest_xray")
 DEFAULT_PNG = Path("out") / "demo.png"
 DEFAULT_PRIOR = "brain-t1-64"
 RUN_TIMEOUT_S = 900
@@ -34,6 +37,7 @@ def register(sub) -> None:
     )
     p.add_argument("--prior", default=DEFAULT_PRIOR, help=f"prior for the runs (default: built-in {DEFAULT_PRIOR})")
     p.add_argument("--steps", type=int, default=300, help="steps per stage (default 300)")
+    p.add_argument("--sample", choices=SAMPLES, default=SAMPLES[0], help="which sample to open (default brain_t1)")
     p.add_argument("--no-run", action="store_true", help="only open the sample and the widget")
     p.set_defaults(func=run)
 
@@ -44,7 +48,7 @@ def _has_display() -> bool:
 
 def run(args) -> int:
     screenshot = args.screenshot
-    if not args.no_run:
+    if not args.no_run and args.sample == "brain_t1":
         from napari_brgm.priors import CheckpointError, resolve_prior
 
         try:
@@ -60,22 +64,23 @@ def run(args) -> int:
             return 2
         print(f"No display: rendering under Xvfb and writing {png}")
         cmd = [xvfb, "-a", "-s", "-screen 0 1600x1000x24", sys.executable, "-m", "napari_brgm.cli.main",
-               "demo", "--screenshot", str(png), "--prior", str(args.prior), "--steps", str(args.steps)]
+               "demo", "--screenshot", str(png), "--prior", str(args.prior), "--steps", str(args.steps),
+               "--sample", args.sample]
         return subprocess.call(cmd + (["--no-run"] if args.no_run else []))
-    return _show(screenshot, None if args.no_run else args.prior, args.steps)
+    return _show(screenshot, args.sample, None if args.no_run else args.prior, args.steps)
 
 
-def _show(screenshot: Path | None, prior: str | None, steps: int) -> int:
+def _show(screenshot: Path | None, sample: str, prior: str | None, steps: int) -> int:
     import napari
     from qtpy.QtWidgets import QApplication
 
     viewer = napari.Viewer(title="napari-brgm demo")
     viewer.window.resize(1500, 950)
-    viewer.open_sample("napari-brgm", SAMPLE)
+    viewer.open_sample("napari-brgm", sample)
     _, widget = viewer.window.add_plugin_dock_widget("napari-brgm", "BRGM Reconstruction")
     viewer.reset_view()
     if prior is not None:
-        ok = run_examples(viewer, widget, prior, steps)
+        ok = run_examples(viewer, widget, prior, steps) if sample == "brain_t1" else run_xray(viewer, widget, steps)
         if not ok and screenshot is not None:
             viewer.close()
             return 1
@@ -161,6 +166,27 @@ def run_examples(viewer, widget, prior: str, steps: int) -> bool:
         mask.data[:] = region
     mask.refresh()
     print(f"demo: inpainting of {region.sum()} px of {brain.name} z{k}")
+    if widget.run() is None or not _wait(widget, RUN_TIMEOUT_S):
+        return False
+    _arrange(viewer)
+    return True
+
+
+def run_xray(viewer, widget, steps: int) -> bool:
+    """Deep Image Prior inpainting of an ellipse over the right lung field of the chest X-ray."""
+    import numpy as np
+
+    xray = viewer.layers[-1]
+    widget.image_combo.setCurrentText(xray.name)
+    widget.method_combo.setCurrentIndex(widget.method_combo.findData("dip"))
+    widget.steps_spin.setValue(steps)
+    mask = widget.new_mask()
+    h, w = xray.data.shape[-2:]
+    yy, xx = np.mgrid[0:h, 0:w]
+    lung = (((yy - 0.45 * h) / (0.17 * h)) ** 2 + ((xx - 0.30 * w) / (0.08 * w)) ** 2) < 1
+    mask.data[..., :, :] = lung.astype(mask.data.dtype)
+    mask.refresh()
+    print(f"demo: Deep Image Prior inpainting of {int(lung.sum())} px of {xray.name}")
     if widget.run() is None or not _wait(widget, RUN_TIMEOUT_S):
         return False
     _arrange(viewer)
