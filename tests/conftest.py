@@ -12,6 +12,17 @@ SHARED = REPO.parent / "shared"
 TINY_DIR = SHARED / "fixtures" / "stylegan2-ada-tiny"
 
 
+@pytest.fixture
+def one_thread():
+    """Tests on tiny tensors: one torch thread avoids OpenMP stalls when other jobs load the CPU."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_fixture_dir() -> Path:
     """The official StyleGAN2-ADA tiny network pickle and its reference outputs."""

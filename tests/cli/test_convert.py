@@ -21,12 +21,7 @@ def _run(argv: list[str]) -> int:
     return args.func(args)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_convert_fixture_pickle(tmp_path, tiny_fixture_dir, capsys):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from PIL import Image
 
 from napari_brgm.cli.main import main
@@ -11,12 +10,7 @@ from napari_brgm.priors import load_generator
 from tests.training.conftest import head_volume, write_nifti
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 SMALL = ["--resolution", "64", "--batch", "4", "--channel-base", "128", "--channel-max", "16"]

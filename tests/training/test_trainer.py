@@ -8,6 +8,8 @@ from napari_brgm.training.data import SliceSet, load_slices
 from napari_brgm.training.discriminator import Discriminator
 from napari_brgm.training.stylegan2 import Trainer, TrainConfig, train
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 @pytest.fixture
 def slices(head_nifti):

@@ -166,10 +166,7 @@ def run_examples(viewer, widget, prior: str, steps: int) -> bool:
         mask.data[:] = region
     mask.refresh()
     print(f"demo: inpainting of {region.sum()} px of {brain.name} z{k}")
-    if widget.run() is None or not _wait(widget, RUN_TIMEOUT_S):
-        return False
-    _arrange(viewer)
-    return True
+    return _run_and_arrange(viewer, widget)
 
 
 def run_xray(viewer, widget, steps: int) -> bool:
@@ -187,6 +184,10 @@ def run_xray(viewer, widget, steps: int) -> bool:
     mask.data[..., :, :] = lung.astype(mask.data.dtype)
     mask.refresh()
     print(f"demo: Deep Image Prior inpainting of {int(lung.sum())} px of {xray.name}")
+    return _run_and_arrange(viewer, widget)
+
+
+def _run_and_arrange(viewer, widget) -> bool:
     if widget.run() is None or not _wait(widget, RUN_TIMEOUT_S):
         return False
     _arrange(viewer)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from napari_brgm.solvers.monitor import Monitor, record_step
+from napari_brgm.solvers.monitor import Monitor, end_of_step, record_step
 from napari_brgm.solvers.problem import Problem
 
 DIVISOR = 16  # the network halves the image four times: sides must be multiples of 16
@@ -104,12 +104,8 @@ def solve_dip(problem: Problem, cfg: DipConfig, seed: int, image_hw: tuple[int, 
         if step % cfg.sample_every == 0:
             kept.append(out)
         record = record_step(losses, {"data": fit}, fit)
-        if target is not None and record["data"] <= target:
-            early = step
-        if monitor is not None and not monitor(stage, step, cfg.steps, record, ema):
-            stopped = step < cfg.steps and early is None
-            break
-        if early is not None:
+        done, stopped, early = end_of_step(monitor, stage, step, cfg.steps, record, ema, target)
+        if done:
             break
     if not kept or kept[-1] is not out:
         kept.append(out)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 
 from napari_brgm.solvers.csgm import CsgmConfig, render, solve_csgm
-from napari_brgm.solvers.monitor import Monitor, record_step
+from napari_brgm.solvers.monitor import Monitor, end_of_step, record_step
 from napari_brgm.solvers.problem import Problem
 
 
@@ -67,12 +67,8 @@ def adapt_generator(G, problem: Problem, z: torch.Tensor, cfg: IaganConfig, moni
         fit.backward()
         opt.step()
         record = record_step(losses, {"data": fit}, fit)
-        if target is not None and record["data"] <= target:
-            early = step
-        if monitor is not None and not monitor(stage, step, cfg.steps, record, images):
-            stopped = step < cfg.steps and early is None
-            break
-        if early is not None:
+        done, stopped, early = end_of_step(monitor, stage, step, cfg.steps, record, images, target)
+        if done:
             break
     adapted.requires_grad_(False)
     return adapted, z.detach(), losses, stopped, early

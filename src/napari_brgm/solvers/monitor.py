@@ -49,3 +49,16 @@ def record_step(losses: dict[str, list[float]], terms: dict[str, torch.Tensor], 
     for name, v in record.items():
         losses.setdefault(name, []).append(v)
     return record
+
+
+def end_of_step(monitor: Monitor | None, stage: str, step: int, total: int, record: dict[str, float],
+                image: torch.Tensor | None, target: float | None) -> tuple[bool, bool, int | None]:
+    """After a data-fit step (IAGAN, DIP): (finish now, cancelled early, step of early stop or None).
+
+    Early stopping follows the discrepancy principle: the run ends once the data misfit reaches
+    `target` (σ_y²); that is a normal end, never reported as cancelled.
+    """
+    early = step if target is not None and record["data"] <= target else None
+    if monitor is not None and not monitor(stage, step, total, record, image):
+        return True, step < total and early is None, early
+    return early is not None, False, early
