@@ -195,10 +195,15 @@ def _run_and_arrange(viewer, widget) -> bool:
 
 
 def _arrange(viewer) -> None:
-    """Side by side: inputs, means and uncertainty maps; samples and previews hidden."""
+    """Side by side: inputs, results (the data-consistent image for inpainting) and uncertainty maps."""
+    def brgm(layer) -> dict:
+        return layer.metadata.get("brgm", {}) if isinstance(layer.metadata, dict) else {}
+
+    merged = {brgm(x).get("key") for x in viewer.layers if brgm(x).get("kind") == "consistent"}
     for layer in viewer.layers:
-        kind = layer.metadata.get("brgm", {}).get("kind") if isinstance(layer.metadata, dict) else None
-        layer.visible = kind not in ("samples", "map", "consistent") and not layer.name.endswith("mask")
+        kind, key = brgm(layer).get("kind"), brgm(layer).get("key")
+        hidden = kind in ("samples", "map") or (kind == "mean" and key in merged) or layer.name.endswith("mask")
+        layer.visible = not hidden
     viewer.grid.enabled = True
     viewer.grid.stride = 1
     viewer.reset_view()

@@ -68,9 +68,13 @@ def build_network(cfg: DipConfig, out_channels: int, seed: int) -> torch.nn.Modu
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return BasicUNet(spatial_dims=2, in_channels=cfg.input_channels, out_channels=out_channels,
-                         features=(*cfg.channels, cfg.channels[0]), act=("LeakyReLU", {"negative_slope": 0.2}),
-                         norm="batch", upsample="nontrainable", dropout=0.0)
+        net = BasicUNet(spatial_dims=2, in_channels=cfg.input_channels, out_channels=out_channels,
+                        features=(*cfg.channels, cfg.channels[0]), act=("LeakyReLU", {"negative_slope": 0.2}),
+                        norm="batch", upsample="nontrainable", dropout=0.0)
+    for module in net.modules():  # BasicUNet fixes align_corners=True, which stretches the grid at each level
+        if isinstance(module, torch.nn.Upsample):
+            module.align_corners = False
+    return net
 
 
 def solve_dip(problem: Problem, cfg: DipConfig, seed: int, image_hw: tuple[int, int],
