@@ -15,11 +15,12 @@ def _demo(tmp_path, *extra: str) -> tuple[subprocess.CompletedProcess, object]:
     return proc, (iio.imread(png) if png.exists() else None)
 
 
-def test_demo_runs_both_reconstructions_and_writes_a_screenshot(tmp_path, tiny_prior):
-    proc, img = _demo(tmp_path, "--prior", str(tiny_prior), "--steps", "3")
+def test_demo_runs_both_reconstructions_with_the_builtin_prior(tmp_path):
+    proc, img = _demo(tmp_path, "--steps", "3")
     assert proc.returncode == 0, proc.stderr
     assert "×4 super-resolution of brain_t1_colin27_slab z18 coarse" in proc.stdout
     assert "inpainting of" in proc.stdout
+    assert "did not finish" not in proc.stderr and "Inconsistent units" not in proc.stderr
     assert img.shape[0] > 500 and img.shape[1] > 800
     gray = img[..., :3].mean(axis=2)
     canvas = gray[img.shape[0] // 8: 7 * img.shape[0] // 8, img.shape[1] // 4: 3 * img.shape[1] // 4]
@@ -31,6 +32,12 @@ def test_demo_without_runs_shows_the_sample_and_widget(tmp_path):
     assert proc.returncode == 0, proc.stderr
     centre = img[img.shape[0] // 4: 3 * img.shape[0] // 4, img.shape[1] // 3: 2 * img.shape[1] // 3, :3].mean(axis=2)
     assert centre.std() > 20
+
+
+def test_demo_reports_a_run_that_fails(tmp_path, tiny_prior):
+    proc, _ = _demo(tmp_path, "--prior", str(tiny_prior), "--steps", "2")  # 32 px: the 217×181 slice is too large
+    assert proc.returncode == 1
+    assert "did not finish" in proc.stderr
 
 
 def test_demo_with_an_unknown_prior_fails_with_a_message(tmp_path):

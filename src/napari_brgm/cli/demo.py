@@ -152,7 +152,7 @@ def run_examples(viewer, widget, prior: str, steps: int) -> bool:
     widget.task_combo.setCurrentIndex(widget.task_combo.findData("superres"))
     widget.factor_combo.setCurrentIndex(widget.factor_combo.findData(4))
     print(f"demo: ×4 super-resolution of {low.name} ({low.data.shape[0]}×{low.data.shape[1]} px), prior {prior}")
-    if widget.run() is None or not _wait(widget, RUN_TIMEOUT_S):
+    if not _run_and_arrange(viewer, widget):
         return False
 
     widget.image_combo.setCurrentText(brain.name)
@@ -188,7 +188,9 @@ def run_xray(viewer, widget, steps: int) -> bool:
 
 
 def _run_and_arrange(viewer, widget) -> bool:
-    if widget.run() is None or not _wait(widget, RUN_TIMEOUT_S):
+    run = widget.run()
+    if run is None or not _wait(widget, RUN_TIMEOUT_S) or run.result is None:
+        print("napari-brgm demo: the run did not finish (see the notification in the window)", file=sys.stderr)
         return False
     _arrange(viewer)
     return True

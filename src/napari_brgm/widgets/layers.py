@@ -121,7 +121,7 @@ def new_mask_layer(image: Image) -> Labels:
     """An empty Labels layer on the image's pixel grid, ready to paint the missing region with label 1."""
     labels = Labels(np.zeros(image.data.shape, dtype=np.uint8), name=f"{image.name} mask", scale=image.scale,
                     translate=image.translate, rotate=image.rotate, shear=image.shear, affine=image.affine,
-                    opacity=0.5)
+                    units=image.units, axis_labels=image.axis_labels, opacity=0.5)
     labels.selected_label = 1
     labels.brush_size = max(1, min(image.data.shape[-2:]) // 16)
     return labels
@@ -147,7 +147,9 @@ def placement(image: Image, k: int | None, factor: int, stack: bool = False) -> 
     if stack:
         out = {"scale": np.r_[1.0, out["scale"]], "translate": np.r_[0.0, out["translate"]],
                "rotate": _embed(out["rotate"]), "shear": _embed(out["shear"]), "affine": _embed(out["affine"]),
-               "units": ("pixel", *out["units"]), "axis_labels": ("sample", *out["axis_labels"])}
+               # the sample axis takes the spatial unit: napari warns ("inconsistent units") whenever
+               # layers disagree on a world axis, and a 2-D input's stack shares one with any volume
+               "units": (out["units"][0], *out["units"]), "axis_labels": ("sample", *out["axis_labels"])}
     return out
 
 
