@@ -9,14 +9,13 @@ and against the bytes actually present in the file.
 from __future__ import annotations
 
 import json
-import os
 import struct
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from napari_brgm.io.atomic import write_atomically
 from napari_brgm.priors.errors import CheckpointError
 from napari_brgm.priors.stylegan2 import Generator, GeneratorConfig, _setup_filter
 from napari_brgm.priors.unpickle import Invalid, load_pickle
@@ -279,7 +278,6 @@ def save_generator(generator: Generator, path) -> Path:
     """Write `generator` as our format: safetensors weights + config and W statistics in the metadata."""
     from safetensors.torch import save_file
 
-    path = Path(path)
     stats = generator.w_stats
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous().clone() for k, v in generator.state_dict().items()}
     tensors["w_stats.mean"] = stats.mean.detach().to("cpu", torch.float32).contiguous()
@@ -291,13 +289,4 @@ def save_generator(generator: Generator, path) -> Path:
         "config": json.dumps(generator.config.to_dict()),
         "w_stats": json.dumps({"num_samples": stats.num_samples, "seed": stats.seed, "std": float(stats.std)}),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return write_atomically(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))

@@ -11,8 +11,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,6 +18,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from napari_brgm.io.atomic import write_atomically
 from napari_brgm.priors import save_generator
 from napari_brgm.priors.stylegan2 import Generator, GeneratorConfig
 from napari_brgm.training.augment import SliceAugment, diff_augment
@@ -179,7 +178,6 @@ class Trainer:
 
     # -- checkpoints --------------------------------------------------------------------------------
     def save_checkpoint(self, path) -> Path:
-        path = Path(path)
         payload = {
             "version": CHECKPOINT_VERSION,
             "config": json.dumps(asdict(self.config)),
@@ -188,16 +186,7 @@ class Trainer:
             "G": self.G.state_dict(), "D": self.D.state_dict(), "G_ema": self.G_ema.state_dict(),
             "opt_G": self.opt_G.state_dict(), "opt_D": self.opt_D.state_dict(),
         }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            torch.save(payload, tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return path
+        return write_atomically(path, lambda tmp: torch.save(payload, tmp))
 
     @classmethod
     def resume(cls, path, data: SliceSet) -> Trainer:
