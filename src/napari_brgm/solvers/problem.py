@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -16,6 +16,7 @@ class Problem:
     generator: torch.nn.Module | None  # napari_brgm.priors.Generator, eval mode, frozen; None for DIP
     operator: LinearOperator  # A, acting on [N, C, R, R]
     y: torch.Tensor  # measurement [1, C, h, w]
+    _observed: torch.Tensor | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         assert self.y.ndim == 4 and self.y.shape[0] == 1, f"y must be [1, C, h, w], got {tuple(self.y.shape)}"
@@ -34,5 +35,7 @@ class Problem:
         Missing entries are zero in both A·x and y, so they are left out of the count: the value is
         comparable with σ_y² (the discrepancy principle the early stopping uses).
         """
-        observed = (self.operator.forward(torch.ones_like(images[:1])) != 0).sum().clamp_min(1)
-        return self.residual(images).square().flatten(1).sum(1) / observed
+        if self._observed is None:  # fixed by the operator: counted once, not at every step
+            with torch.no_grad():
+                self._observed = (self.operator.forward(torch.ones_like(images[:1])) != 0).sum().clamp_min(1)
+        return self.residual(images).square().flatten(1).sum(1) / self._observed
