@@ -102,13 +102,16 @@ def lowres_layer(viewer, brain, k: int, size: int):
     The layer sits exactly over the slice in world coordinates (scale × F, pixel centres moved).
     """
     import numpy as np
+    import torch
 
     from napari_brgm.io.geometry import resampled_scale_translate
+    from napari_brgm.operators import make_operator
 
     image = np.asarray(brain.data[k], dtype=np.float32)
     f = int(np.ceil(max(image.shape) / size))
     h, w = image.shape[0] // f, image.shape[1] // f
-    low = image[: h * f, : w * f].reshape(h, f, w, f).mean(axis=(1, 3))
+    crop = torch.from_numpy(np.ascontiguousarray(image[: h * f, : w * f]))[None, None]
+    low = make_operator("superres", factor=f).forward(crop)[0, 0].numpy()  # the engine's box downsampling
     scale, translate = resampled_scale_translate(brain.scale[-2:], brain.translate[-2:], 1 / f)
     return viewer.add_image(low, name=f"{brain.name} z{k} coarse (1/{f})", scale=scale, translate=translate,
                             units=brain.units[-2:], colormap="gray",
