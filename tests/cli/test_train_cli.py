@@ -45,3 +45,21 @@ def test_resume_with_other_data_is_refused(tmp_path, capsys):
     assert main(["train", str(a), "--out", str(out), "--kimg", "0.004", *SMALL]) == 0
     assert main(["train", str(b), "--out", str(out), "--kimg", "0.008", *SMALL]) == 2
     assert "different data" in capsys.readouterr().err
+
+
+def test_train_diffusion_kind_writes_a_diffusion_prior_that_resumes(tmp_path, capsys):
+    from napari_brgm.priors import prior_kind
+    from napari_brgm.priors.diffusion import load_diffusion
+
+    head = write_nifti(tmp_path / "head.nii.gz", head_volume(shape=(40, 48, 36)), (1.0, 1.0, 1.0))
+    out = tmp_path / "ddpm.safetensors"
+    args = ["train", "--kind", "diffusion", str(head), "--out", str(out), "--resolution", "64", "--batch", "2"]
+    assert main([*args, "--kimg", "0.004"]) == 0
+    assert prior_kind(out) == "diffusion" and load_diffusion(out).img_resolution == 64
+    assert Image.open(out.with_suffix(".preview.png")).size == (4 * 64, 4 * 64)
+    assert main([*args, "--kimg", "0.006"]) == 0
+    text = capsys.readouterr().out
+    assert "resuming" in text and "finished at 0.0 kimg (3 steps" in text
+    assert main(["train", "--kind", "stylegan2", str(head), "--out", str(out), "--resolution", "64", "--batch", "4",
+                 "--kimg", "0.008"]) == 2
+    assert "a diffusion checkpoint, not stylegan2" in capsys.readouterr().err

@@ -59,29 +59,29 @@ def test_new_methods_return_the_same_result_shape_and_keep_observed_pixels(tiny_
 def test_iagan_never_modifies_the_cached_prior(tiny_prior, hu_image):
     import napari_brgm.engine.reconstruction as rec
 
-    cached = rec._load(tiny_prior, torch.device("cpu"))
+    cached = rec._load(tiny_prior, "stylegan2", torch.device("cpu"))
     before = {k: v.clone() for k, v in cached.state_dict().items()}
     r = reconstruct(_down(hu_image, 4), task="superres", factor=4, prior=tiny_prior, method="iagan", steps=5,
                     device="cpu", restarts=2, iagan_lr=1e-2, early_stop=False, iagan_vi=True, samples=2,
                     mc_samples=2)
     assert len(r.losses["iagan/data"]) == 5 and len(r.losses["vi/total"]) == 5
-    assert rec._load(tiny_prior, torch.device("cpu")) is cached
+    assert rec._load(tiny_prior, "stylegan2", torch.device("cpu")) is cached
     assert all(torch.equal(before[k], v) for k, v in cached.state_dict().items())
     assert not any(p.requires_grad for p in cached.parameters())
 
 
 def test_dip_needs_no_prior_even_when_none_is_installed(hu_image, monkeypatch):
     import napari_brgm.engine.reconstruction as rec
-    import napari_brgm.priors as priors
+    import napari_brgm.priors.builtin as builtin
 
-    monkeypatch.setattr(priors, "builtin_priors", lambda: {})
+    monkeypatch.setattr(builtin, "builtin_priors", lambda: {})
     monkeypatch.setattr(rec, "_load", lambda *a: pytest.fail("a prior was loaded"))
     r = reconstruct(_down(hu_image, 2), task="superres", factor=2, prior=None, method="dip", steps=12, samples=3,
                     device="cpu", seed=1)
     assert r.mean.shape == (32, 32) and r.samples.shape == (2, 32, 32) and r.std.shape == (32, 32)  # steps 10, 12
     s = r.settings
     assert s["prior_path"] is None and s["prior_resolution"] is None and s["model_resolution"] == 32
-    with pytest.raises(ValueError, match="no built-in prior"):
+    with pytest.raises(ValueError, match="no built-in stylegan2 prior"):
         reconstruct(hu_image, task="denoise", method="map")
 
 

@@ -250,7 +250,7 @@ def test_loss_plot_draws_the_run_on_a_log_axis_and_thins_long_runs(qtbot):
 def test_the_method_box_offers_every_method_and_dip_runs_without_a_prior(docked, qtbot, tiny_prior):
     viewer, widget = docked
     offered = [widget.method_combo.itemData(i) for i in range(widget.method_combo.count())]
-    assert offered == ["map", "vi", "csgm", "iagan", "iagan_vi", "dip"]
+    assert offered == ["map", "vi", "csgm", "iagan", "iagan_vi", "dip", "reddiff", "flow"]
     viewer.add_image(np.random.default_rng(5).random((16, 16), dtype=np.float32) * 50, name="xr")
     widget.task_combo.setCurrentIndex(widget.task_combo.findData("superres"))
     widget.factor_combo.setCurrentIndex(widget.factor_combo.findData(2))
@@ -271,9 +271,37 @@ def test_the_method_box_offers_every_method_and_dip_runs_without_a_prior(docked,
     widget.method_combo.setCurrentIndex(widget.method_combo.findData("iagan_vi"))
     assert widget.prior_combo.isEnabled()
     widget.prior_combo.setCurrentIndex(widget.prior_combo.findText(LOAD_CHECKPOINT))
-    with pytest.raises(ValueError, match="choose a prior"):
+    with pytest.raises(ValueError, match="choose a stylegan2 prior"):
         widget.request()
     choose_checkpoint(widget)
     request = widget.request()
     assert request.options["method"] == "iagan" and request.options["iagan_vi"] is True
     assert request.label == "xr SRx2 IAGAN-VI" and reconstruction.stage_plan(request.options) == ["csgm", "iagan", "vi"]
+
+
+def test_loading_a_diffusion_prior_switches_to_reddiff_and_runs(docked, qtbot, tmp_path, monkeypatch, notes):
+    import torch
+
+    from napari_brgm.priors.diffusion import DiffusionConfig, DiffusionPrior, save_diffusion
+
+    viewer, widget = docked
+    torch.manual_seed(0)
+    path = str(save_diffusion(DiffusionPrior(DiffusionConfig(resolution=32, widths=(8, 16), attention=(False, False),
+                                                             norm_groups=4, head_channels=8)),
+                              tmp_path / "tiny-ddpm.safetensors"))
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", staticmethod(lambda *args, **kwargs: (path, "")))
+    viewer.add_image(np.random.default_rng(2).random((8, 8), dtype=np.float32) * 100, name="mr")
+    assert widget.method_combo.currentData() == "map"
+    choose_checkpoint(widget)
+    assert widget.method_combo.currentData() == "reddiff" and widget.prior_combo.currentData() == path
+    assert any("is a diffusion prior: method set to RED-Diff" in n for n in notes)
+    widget.factor_combo.setCurrentIndex(widget.factor_combo.findData(4))
+    widget.steps_spin.setValue(3)
+    widget.samples_spin.setValue(2)
+    run = run_and_wait(widget, qtbot)
+    assert run.result is not None and run.plan == ["reddiff"]
+    assert [layer.name for layer in viewer.layers] == ["mr", "mr SRx4 RED-Diff mean", "mr SRx4 RED-Diff samples",
+                                                       "mr SRx4 RED-Diff uncertainty"]
+    widget.method_combo.setCurrentIndex(widget.method_combo.findData("map"))  # GAN methods list GAN priors only
+    listed = [widget.prior_combo.itemData(i) for i in range(widget.prior_combo.count())]
+    assert path not in listed and listed[-1] is None

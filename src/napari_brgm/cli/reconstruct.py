@@ -14,7 +14,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-METHODS = ("map", "vi", "csgm", "iagan", "dip")  # = engine.settings.METHODS, spelt out so that --help needs no torch
+METHODS = ("map", "vi", "csgm", "iagan", "dip", "reddiff", "flow")  # = engine.settings.METHODS, spelt out so that --help needs no torch
 
 
 def register(sub) -> None:
@@ -24,11 +24,12 @@ def register(sub) -> None:
     p.add_argument("--task", choices=("superres", "inpaint", "denoise"), default="superres")
     p.add_argument("--factor", type=int, default=4, help="super-resolution factor (2-32, divides the prior size)")
     p.add_argument("--mask", type=Path, help="inpainting mask image, same size as the slice; nonzero = MISSING")
-    p.add_argument("--prior", help="built-in prior name or checkpoint path (.safetensors, StyleGAN2(-ADA) .pkl); "
-                   "not used by --method dip")
+    p.add_argument("--prior", help="built-in prior name or checkpoint path (.safetensors, StyleGAN2(-ADA) .pkl) "
+                   "of the kind the method needs (default: the built-in one); not used by --method dip")
     p.add_argument("--method", choices=METHODS, default="map",
                    help="map/vi: BRGM MAP estimate or variational posterior; csgm: latent z search with restarts; "
-                        "iagan: CSGM then generator fine-tuning; dip: Deep Image Prior (needs no prior)")
+                        "iagan: CSGM then generator fine-tuning; dip: Deep Image Prior (needs no prior); "
+                        "reddiff: RED-Diff with a diffusion prior; flow: latent search in a normalizing flow")
     p.add_argument("--back-project", action="store_true",
                    help="post-step x + A+(y - Ax): the result reproduces the measurement where observed")
     p.add_argument("--bp-eta", type=float, default=0.0, help="regularised back-projection eta (default 0: exact)")
@@ -36,7 +37,9 @@ def register(sub) -> None:
     p.add_argument("--iagan-vi", action="store_true", help="iagan: then variational inference around the adapted prior")
     p.add_argument("--vi-mode", choices=("elbo", "brgm"), default="elbo", help="VI objective (default: the ELBO)")
     p.add_argument("--steps", type=int, default=501, help="optimisation steps per stage (default: 501, as BRGM)")
-    p.add_argument("--samples", type=int, default=16, help="posterior samples drawn at the end (VI)")
+    p.add_argument("--samples", type=int, default=16,
+                   help="samples for the std: VI/flow posterior samples, reddiff seeds, dip iterates")
+    p.add_argument("--reddiff-lambda", type=float, default=0.25, help="reddiff: weight of the diffusion regulariser")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--slice", type=int, dest="slice_index", help="axial slice of a volume (default: the middle)")
     p.add_argument("--sigma-y", type=float, help="measurement noise std in input units (default: 2.5%% of range)")
@@ -121,7 +124,8 @@ def _run(args) -> int:
                              method=args.method, steps=args.steps, samples=args.samples, seed=args.seed,
                              device=args.device, progress=progress, should_stop=lambda: interrupted,
                              vi_mode=args.vi_mode, sigma_y=args.sigma_y, back_project=args.back_project,
-                             bp_eta=args.bp_eta, restarts=args.restarts, iagan_vi=args.iagan_vi)
+                             bp_eta=args.bp_eta, restarts=args.restarts, iagan_vi=args.iagan_vi,
+                             reddiff_lambda=args.reddiff_lambda)
     finally:
         signal.signal(signal.SIGINT, previous)
         for bar in bars.values():

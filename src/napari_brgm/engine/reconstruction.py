@@ -20,7 +20,7 @@ from napari_brgm.engine.devices import resolve_device
 from napari_brgm.engine.geometry import plan_fit
 from napari_brgm.engine.intensity import IntensityMap
 from napari_brgm.engine.result import Progress, Result
-from napari_brgm.engine.settings import PRIOR_FREE_METHODS, Settings, validate_inputs
+from napari_brgm.engine.settings import PRIOR_KINDS, Settings, validate_inputs
 from napari_brgm.operators import MaskedOperator, make_operator
 from napari_brgm.solvers import (
     CsgmConfig,
@@ -58,17 +58,19 @@ def reconstruct(
     should_stop: Callable[[], bool] | None = None,
     **options,
 ) -> Result:
-    """Reconstruct a 2-D slice with a generative prior: BRGM MAP / VI, CSGM, IAGAN or Deep Image Prior.
+    """Reconstruct a 2-D slice with a generative prior: BRGM MAP / VI, CSGM, IAGAN, Deep Image Prior,
+    RED-Diff (diffusion prior) or a normalizing flow.
 
     image: 2-D array in its own units (HU, MR units, CR values). mask: inpainting only, same shape,
-    NONZERO = MISSING. prior: a built-in prior name or a checkpoint path (any format
-    `load_generator` reads); method "dip" needs none and ignores it. method: "map", "vi", "csgm",
-    "iagan" or "dip" (docs/engine.md). Super-resolution outputs are `factor`× the input size.
+    NONZERO = MISSING. method: "map", "vi", "csgm", "iagan" (StyleGAN2 prior), "reddiff" (diffusion
+    prior), "flow" (flow prior) or "dip" (no prior) (docs/engine.md). prior: a built-in prior name
+    or a file of the kind the method needs (None: the built-in prior of that kind); "dip" ignores it. Super-resolution outputs are `factor`× the input size.
     `progress` receives a `Progress` after every step; `should_stop()` is polled after every step
     and a cancelled run returns promptly with `Result.partial = True`. Further keyword options are
     the fields of `Settings` (vi_mode, mc_samples, sigma_y, window, sr_kind, fit, lambda_c,
     perceptual_weights, precision, back_project, bp_eta, restarts, lambda_z, iagan_lr, iagan_vi,
-    early_stop, dip_lr, dip_input_noise, dip_ema, dip_resolution). Invalid requests raise
+    early_stop, dip_lr, dip_input_noise, dip_ema, dip_resolution, reddiff_lambda, reddiff_lr,
+    reddiff_weighting). Invalid requests raise
     ValueError before any heavy work.
     """
     started = time.perf_counter()
@@ -82,30 +84,32 @@ def reconstruct(
     if settings.task != "superres":
         settings.factor = 1
     dev = resolve_device(settings.device)
-    if settings.method in PRIOR_FREE_METHODS:  # no generator: the model works at a size of its own
-        prior_path, generator, channels = None, None, 1
+    kind = PRIOR_KINDS[settings.method]
+    if kind is None:  # no prior: the model works at a size of its own
+        prior_path, model, channels = None, None, 1
         resolution = _dip_resolution(image.shape, settings.factor, settings.dip_resolution)
     else:
-        prior_path = _resolve_prior(settings.prior)
-        generator = _load(str(prior_path), dev)
-        generator.precision = settings.precision  # the cached generator serves every run: set it each time
-        resolution, channels = generator.img_resolution, generator.img_channels
+        prior_path = _resolve_prior(settings.prior, kind)
+        model = _load(str(prior_path), kind, dev)
+        if kind == "stylegan2":
+            model.precision = settings.precision  # the cached generator serves every run: set it each time
+        resolution, channels = model.img_resolution, model.img_channels
     plan = plan_fit(image.shape, resolution, factor=settings.factor, mode=settings.fit)
 
     imap = (IntensityMap.from_window(*settings.window) if settings.window
             else IntensityMap.from_percentiles(image, mask=missing))
     sigma_y = imap.scale_sigma(settings.sigma_y) if settings.sigma_y is not None else DEFAULT_SIGMA_Y
     operator, y = _measurement(image, missing, plan, settings, sigma_y, imap, channels, dev)
-    problem = Problem(generator=generator, operator=operator, y=y)
+    problem = Problem(generator=model if kind == "stylegan2" else None, operator=operator, y=y)
     monitor = Monitor(_progress_adapter(progress, plan, imap, started), should_stop)
     settings_out = settings.as_dict() | {"prior_path": None if prior_path is None else str(prior_path),
                                          "device_used": str(dev), "sigma_y_model": sigma_y,
                                          "intensity": imap.as_dict(),
-                                         "prior_resolution": None if generator is None else resolution,
+                                         "prior_kind": kind, "prior_resolution": None if model is None else resolution,
                                          "model_resolution": resolution, "fit": plan.describe()}
     load_done = time.perf_counter()
 
-    estimate = _SOLVERS[settings.method](problem, settings, sigma_y, monitor, plan)
+    estimate = _SOLVERS[settings.method](problem, settings, sigma_y, monitor, plan, model)
     settings_out.update(estimate.notes)
     back = lambda t: imap.to_input(plan.from_model(_gray(t)))  # noqa: E731  model [N,C,R,R] → input units
     if settings.back_project:
@@ -148,7 +152,7 @@ def _vi_config(settings: Settings, sigma_y: float, map_cfg: MapConfig) -> ViConf
                     mode=settings.vi_mode, sigma_y=sigma_y, map=map_cfg)
 
 
-def _solve_brgm(problem: Problem, settings: Settings, sigma_y: float, monitor: Monitor, plan) -> _Estimate:
+def _solve_brgm(problem: Problem, settings: Settings, sigma_y: float, monitor: Monitor, plan, model) -> _Estimate:
     """BRGM: MAP in W+; VI starts from the MAP estimate in its ELBO mode (a MAP stage runs first)."""
     map_cfg = _map_config(settings, problem.device)
     losses: dict[str, list[float]] = {}
@@ -170,14 +174,14 @@ def _csgm_config(settings: Settings) -> CsgmConfig:
     return CsgmConfig(steps=settings.steps, restarts=settings.restarts, lambda_z=settings.lambda_z)
 
 
-def _solve_csgm(problem: Problem, settings: Settings, sigma_y: float, monitor: Monitor, plan) -> _Estimate:
+def _solve_csgm(problem: Problem, settings: Settings, sigma_y: float, monitor: Monitor, plan, model) -> _Estimate:
     out = solve_csgm(problem, _csgm_config(settings), seed=settings.seed, monitor=monitor)
     return _Estimate(samples=out.image, mean=out.image, spread=False, map=None,
                      losses={f"csgm/{k}": v for k, v in out.losses.items()}, partial=out.stopped,
                      notes={"restart_data_fits": out.data_fits.tolist()})
 
 
-def _solve_iagan(problem: Problem, settings: Settings, sigma_y: float, monitor: Monitor, plan) -> _Estimate:
+def _solve_iagan(problem: Problem, settings: Settings, sigma_y: float, monitor: Monitor, plan, model) -> _Estimate:
     """IAGAN on a copy of the cached generator; with iagan_vi, VI around the adapted generator follows."""
     cfg = IaganConfig(steps=settings.steps, lr_z=settings.iagan_lr, lr_g=settings.iagan_lr,
                       early_stop=settings.early_stop, sigma_y=sigma_y, csgm=_csgm_config(settings))
@@ -194,7 +198,7 @@ def _solve_iagan(problem: Problem, settings: Settings, sigma_y: float, monitor: 
                      notes=notes)
 
 
-def _solve_dip(problem: Problem, settings: Settings, sigma_y: float, monitor: Monitor, plan) -> _Estimate:
+def _solve_dip(problem: Problem, settings: Settings, sigma_y: float, monitor: Monitor, plan, model) -> _Estimate:
     cfg = DipConfig(steps=settings.steps, lr=settings.dip_lr, input_noise=settings.dip_input_noise,
                     ema=settings.dip_ema, early_stop=settings.early_stop, sigma_y=sigma_y, samples=settings.samples)
     out = solve_dip(problem, cfg, seed=settings.seed, image_hw=plan.model_hw, monitor=monitor)
@@ -203,7 +207,19 @@ def _solve_dip(problem: Problem, settings: Settings, sigma_y: float, monitor: Mo
                      notes={"early_stopped_at": {"dip": out.early_stopped_at}})
 
 
-_SOLVERS = {"map": _solve_brgm, "vi": _solve_brgm, "csgm": _solve_csgm, "iagan": _solve_iagan, "dip": _solve_dip}
+def _solve_reddiff(problem: Problem, settings: Settings, sigma_y: float, monitor: Monitor, plan, model) -> _Estimate:
+    """RED-Diff with a diffusion prior: `samples` noise seeds batched; their spread is the estimator's."""
+    from napari_brgm.solvers.reddiff import RedDiffConfig, solve_reddiff
+
+    cfg = RedDiffConfig(steps=settings.steps, lr=settings.reddiff_lr, lam=settings.reddiff_lambda,
+                        weighting=settings.reddiff_weighting, sigma_y=sigma_y, samples=settings.samples)
+    out = solve_reddiff(problem, model, cfg, seed=settings.seed, monitor=monitor)
+    return _Estimate(samples=out.samples, mean=None, spread=len(out.samples) > 1, map=None,
+                     losses={f"reddiff/{k}": v for k, v in out.losses.items()}, partial=out.stopped)
+
+
+_SOLVERS = {"map": _solve_brgm, "vi": _solve_brgm, "csgm": _solve_csgm, "iagan": _solve_iagan, "dip": _solve_dip,
+            "reddiff": _solve_reddiff}
 
 
 def _dip_resolution(input_hw: tuple[int, int], factor: int, requested: int | None) -> int:
@@ -214,25 +230,31 @@ def _dip_resolution(input_hw: tuple[int, int], factor: int, requested: int | Non
     return min(DIP_MAX_AUTO_RESOLUTION, max(DIVISOR * 2, 1 << max(side - 1, 1).bit_length()))
 
 
-def _resolve_prior(prior: str | None) -> Path:
-    from napari_brgm.priors import builtin_priors, resolve_prior
+def _resolve_prior(prior: str | None, kind: str) -> Path:
+    """The prior's file; None: the default built-in prior of that kind. A prior of another kind is refused."""
+    from napari_brgm.priors import default_prior, prior_kind, resolve_prior
 
     if prior is None:
-        names = sorted(builtin_priors())
-        if not names:
-            raise ValueError("no prior given and no built-in prior is installed; pass a checkpoint path")
-        prior = names[0]
-    return resolve_prior(prior)
+        name = default_prior(kind)
+        if name is None:
+            raise ValueError(f"no prior given and no built-in {kind} prior is installed; pass a checkpoint path")
+        prior = name
+    path = resolve_prior(prior)
+    found = prior_kind(path)
+    if found != kind:
+        raise ValueError(f"{prior} is a {found} prior; this method needs a {kind} prior")
+    return path
 
 
-@lru_cache(maxsize=2)
-def _load(path: str, device: torch.device):
-    """Loaded generators are kept (the last two): re-running with the same prior costs nothing."""
-    from napari_brgm.priors import load_generator
+@lru_cache(maxsize=3)
+def _load(path: str, kind: str, device: torch.device):
+    """Loaded priors are kept (the last three): re-running with the same prior costs nothing."""
+    from napari_brgm.priors import load_prior
 
-    generator = load_generator(path, device=device)
-    generator.w_stats  # computed once here, cached by the generator
-    return generator
+    model = load_prior(path, device=device)
+    if kind == "stylegan2":
+        model.w_stats  # computed once here, cached by the generator
+    return model
 
 
 def _gray(t: torch.Tensor) -> np.ndarray:

@@ -8,8 +8,13 @@ import numpy as np
 
 from napari_brgm.operators.registry import TASKS
 
-METHODS = ("map", "vi", "csgm", "iagan", "dip")
-PRIOR_FREE_METHODS = ("dip",)  # methods that need no generator
+METHODS = ("map", "vi", "csgm", "iagan", "dip", "reddiff", "flow")
+PRIOR_KINDS = {  # the kind of prior each method needs (napari_brgm.priors.prior_kind); None: no prior
+    "map": "stylegan2", "vi": "stylegan2", "csgm": "stylegan2", "iagan": "stylegan2",
+    "dip": None, "reddiff": "diffusion", "flow": "flow",
+}
+PRIOR_FREE_METHODS = tuple(m for m, kind in PRIOR_KINDS.items() if kind is None)
+REDDIFF_WEIGHTINGS = ("linear", "sqrt", "square", "log", "clip", "const")  # solvers.reddiff.WEIGHTINGS (no torch here)
 DIP_RESOLUTIONS = (32, 64, 128, 256, 512)
 SR_FACTORS = range(2, 33)
 
@@ -21,7 +26,7 @@ class Settings:
     task: str = "superres"  # "superres", "inpaint" or "denoise"
     factor: int = 4  # super-resolution factor (outputs are factor× the input size)
     prior: str | None = None  # built-in prior name or checkpoint path
-    method: str = "map"  # "map", "vi" (BRGM), "csgm", "iagan" or "dip" (see docs/engine.md)
+    method: str = "map"  # "map", "vi" (BRGM), "csgm", "iagan", "dip", "reddiff" or "flow" (docs/engine.md)
     steps: int = 501  # optimisation steps per stage (BRGM: 501)
     samples: int = 16  # S: posterior samples drawn at the end (VI); DIP: last iterates kept for the spread
     seed: int = 0  # seeds every random draw of the run
@@ -46,6 +51,9 @@ class Settings:
     dip_input_noise: float = 1 / 30  # DIP: std of the noise added to the fixed input each step
     dip_ema: float = 0.99  # DIP: weight of the past in the moving average of the outputs
     dip_resolution: int | None = None  # DIP: model image side (32-512); None: output size rounded up to 2^k, ≤ 256
+    reddiff_lambda: float = 0.25  # RED-Diff: λ, weight of the diffusion regulariser
+    reddiff_lr: float = 0.25  # RED-Diff: Adam learning rate on the image estimate
+    reddiff_weighting: str = "linear"  # RED-Diff: timestep weighting w_t (solvers.reddiff.WEIGHTINGS)
 
     def validate(self) -> None:
         if self.task not in TASKS:
@@ -78,6 +86,10 @@ class Settings:
             raise ValueError(f"iagan_vi applies to method 'iagan', not {self.method!r}")
         if not self.dip_input_noise >= 0 or not 0 <= self.dip_ema < 1:
             raise ValueError("dip_input_noise must be >= 0 and dip_ema in [0, 1)")
+        if not (self.reddiff_lambda >= 0 and self.reddiff_lr > 0):
+            raise ValueError("reddiff_lambda must be >= 0 and reddiff_lr > 0")
+        if self.reddiff_weighting not in REDDIFF_WEIGHTINGS:
+            raise ValueError(f"reddiff_weighting must be one of {REDDIFF_WEIGHTINGS}, got {self.reddiff_weighting!r}")
         if self.dip_resolution is not None and self.dip_resolution not in DIP_RESOLUTIONS:
             raise ValueError(f"dip_resolution must be one of {DIP_RESOLUTIONS}, got {self.dip_resolution!r}")
 

@@ -14,6 +14,13 @@ def builtin_priors() -> dict[str, Path]:
     return {p.stem: p for p in sorted(BUILTIN_DIR.glob("*.safetensors")) if p.is_file()}
 
 
+def default_prior(kind: str) -> str | None:
+    """The built-in prior used when none is given: the first name (sorted) of that kind, or None."""
+    from napari_brgm.priors.modelfile import prior_kind
+
+    return next((name for name, path in builtin_priors().items() if prior_kind(path) == kind), None)
+
+
 def resolve_prior(name_or_path) -> Path:
     """The file of a built-in prior name or of an existing path; CheckpointError otherwise."""
     path = Path(name_or_path).expanduser()

@@ -190,6 +190,10 @@ def _from_safetensors(path: Path) -> tuple[GeneratorConfig, dict[str, torch.Tens
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
+            fmt = meta.get("format", FORMAT_NAME)
+            if fmt != FORMAT_NAME:
+                raise Invalid(f"a {fmt.rsplit('/', 1)[-1]} prior, not a StyleGAN2 generator "
+                              f"(methods 'reddiff' and 'flow' use diffusion and flow priors)")
             if "config" in meta:
                 try:
                     raw = json.loads(meta["config"])

@@ -9,22 +9,20 @@ are read back with `torch.load(weights_only=True)`.
 from __future__ import annotations
 
 import copy
-import json
-import math
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from napari_brgm.io.atomic import write_atomically
 from napari_brgm.priors import save_generator
 from napari_brgm.priors.stylegan2 import Generator, GeneratorConfig
 from napari_brgm.training.augment import SliceAugment, diff_augment
 from napari_brgm.training.data import SliceSet
 from napari_brgm.training.discriminator import Discriminator
+from napari_brgm.training.loop import TrainState, read_checkpoint, save_checkpoint, step_seed, train  # noqa: F401
 
+KIND = "stylegan2"
 CHECKPOINT_VERSION = 1
 
 
@@ -71,18 +69,6 @@ class TrainConfig:
                                conv_clamp=256.0, mapping_lr_multiplier=0.01)
 
 
-def _step_seed(seed: int, step: int, stream: int) -> int:
-    return (seed * 1_000_003 + step * 7919 + stream * 104_729) % (2 ** 63)
-
-
-@dataclass
-class TrainState:
-    step: int = 0
-    nimg: int = 0
-    seconds: float = 0.0
-    history: list = field(default_factory=list)  # [(step, loss_G, loss_D, r1)] every few steps
-
-
 class Trainer:
     """Owns G, D, G_ema and the optimisers; `step()` runs one G and one D update (+ R1 when due)."""
 
@@ -125,14 +111,14 @@ class Trainer:
         return self.D(x)
 
     def _reals(self, step: int) -> torch.Tensor:
-        gen = torch.Generator().manual_seed(_step_seed(self.config.seed, step, 0))
+        gen = torch.Generator().manual_seed(step_seed(self.config.seed, step, 0))
         idx = torch.randint(0, len(self.data), (self.config.batch,), generator=gen)
-        return self.augment(self.data.images[idx], seed=_step_seed(self.config.seed, step, 1))
+        return self.augment(self.data.images[idx], seed=step_seed(self.config.seed, step, 1))
 
     def step(self) -> dict:
         cfg, st = self.config, self.state
         k = st.step
-        gen = torch.Generator().manual_seed(_step_seed(cfg.seed, k, 2))
+        gen = torch.Generator().manual_seed(step_seed(cfg.seed, k, 2))
         # G: non-saturating loss softplus(−D(G(z))).
         self.G.requires_grad_(True)
         self.D.requires_grad_(False)
@@ -178,31 +164,19 @@ class Trainer:
 
     # -- checkpoints --------------------------------------------------------------------------------
     def save_checkpoint(self, path) -> Path:
-        payload = {
-            "version": CHECKPOINT_VERSION,
-            "config": json.dumps(asdict(self.config)),
-            "data_fingerprint": self.data.fingerprint(),
-            "state": json.dumps(asdict(self.state)),
-            "G": self.G.state_dict(), "D": self.D.state_dict(), "G_ema": self.G_ema.state_dict(),
-            "opt_G": self.opt_G.state_dict(), "opt_D": self.opt_D.state_dict(),
-        }
-        return write_atomically(path, lambda tmp: torch.save(payload, tmp))
+        parts = {"G": self.G.state_dict(), "D": self.D.state_dict(), "G_ema": self.G_ema.state_dict(),
+                 "opt_G": self.opt_G.state_dict(), "opt_D": self.opt_D.state_dict()}
+        return save_checkpoint(path, kind=KIND, version=CHECKPOINT_VERSION, config=self.config, data=self.data,
+                               state=self.state, parts=parts)
 
     @classmethod
     def resume(cls, path, data: SliceSet) -> Trainer:
         """A trainer in exactly the state saved at `path` (same data required)."""
-        payload = torch.load(Path(path), map_location="cpu", weights_only=True)
-        if payload.get("version") != CHECKPOINT_VERSION:
-            raise ValueError(f"{path}: checkpoint version {payload.get('version')}, expected {CHECKPOINT_VERSION}")
-        if payload["data_fingerprint"] != data.fingerprint():
-            raise ValueError(f"{path}: the checkpoint was trained on different data (fingerprint mismatch)")
-        trainer = cls(data, TrainConfig(**json.loads(payload["config"])))
-        trainer.G.load_state_dict(payload["G"])
-        trainer.D.load_state_dict(payload["D"])
-        trainer.G_ema.load_state_dict(payload["G_ema"])
-        trainer.opt_G.load_state_dict(payload["opt_G"])
-        trainer.opt_D.load_state_dict(payload["opt_D"])
-        trainer.state = TrainState(**json.loads(payload["state"]))
+        config, state, payload = read_checkpoint(path, kind=KIND, version=CHECKPOINT_VERSION, data=data)
+        trainer = cls(data, TrainConfig(**config))
+        for name in ("G", "D", "G_ema", "opt_G", "opt_D"):
+            getattr(trainer, name).load_state_dict(payload[name])
+        trainer.state = state
         return trainer
 
     def export(self, path) -> Path:
@@ -217,41 +191,3 @@ class Trainer:
         """n images of the EMA generator from fixed latents (ψ = 1, constant noise)."""
         z = torch.randn(n, self.config.z_dim, generator=torch.Generator().manual_seed(seed))
         return self.G_ema.synthesis(self.G_ema.mapping(z), noise_mode="const")
-
-
-def train(trainer: Trainer, kimg: float, *, checkpoint=None, export=None, snapshot_kimg: float = 10.0,
-          progress=None, should_stop=None, on_snapshot=None) -> Trainer:
-    """Run until `kimg` thousand images have been shown (counting earlier, resumed ones).
-
-    Every `snapshot_kimg` (and at the end or on stop) the checkpoint and the exported prior are
-    written. `progress(state, losses, images_per_second)` is called after each step; `should_stop()`
-    is polled between steps (the CLI sets it on Ctrl-C / SIGTERM, so a stop never cuts a step).
-    """
-    cfg, st = trainer.config, trainer.state
-    target = int(math.ceil(kimg * 1000 / cfg.batch)) * cfg.batch
-    next_snap = (st.nimg // int(snapshot_kimg * 1000) + 1) * int(snapshot_kimg * 1000)
-
-    def snapshot() -> None:
-        if checkpoint is not None:
-            trainer.save_checkpoint(checkpoint)
-        if export is not None:
-            trainer.export(export)
-        if on_snapshot is not None:
-            on_snapshot(trainer)
-
-    t_last = time.perf_counter()
-    while st.nimg < target:
-        if should_stop is not None and should_stop():
-            break
-        losses = trainer.step()
-        now = time.perf_counter()
-        st.seconds += now - t_last
-        rate = cfg.batch / max(now - t_last, 1e-9)
-        t_last = now
-        if progress is not None:
-            progress(st, losses, rate)
-        if st.nimg >= next_snap:
-            snapshot()
-            next_snap += int(snapshot_kimg * 1000)
-    snapshot()  # only between steps: an exception mid-step leaves the last good checkpoint in place
-    return trainer

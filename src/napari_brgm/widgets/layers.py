@@ -19,7 +19,8 @@ from napari.layers import Image, Labels, Layer, Shapes
 from napari.utils.transforms import CompositeAffine
 
 TASK_LABELS = {"superres": "SR", "inpaint": "inpaint"}
-METHOD_LABELS = {"map": "MAP", "vi": "VI", "csgm": "CSGM", "iagan": "IAGAN", "dip": "DIP"}
+METHOD_LABELS = {"map": "MAP", "vi": "VI", "csgm": "CSGM", "iagan": "IAGAN", "dip": "DIP", "reddiff": "RED-Diff",
+                 "flow": "Flow"}
 UNCERTAINTY_PERCENTILE = 99.5  # top of the uncertainty layer's contrast range (0 is the bottom)
 PARTIAL = " (partial)"  # name suffix of the layers of a cancelled run
 
@@ -49,7 +50,7 @@ class Request:
 
     @property
     def method_label(self) -> str:
-        """'MAP', 'VI', 'CSGM', 'IAGAN', 'IAGAN-VI' or 'DIP'."""
+        """MAP, VI, CSGM, IAGAN, IAGAN-VI, DIP, RED-Diff or Flow."""
         return METHOD_LABELS[self.options["method"]] + ("-VI" if self.options.get("iagan_vi") else "")
 
     @property

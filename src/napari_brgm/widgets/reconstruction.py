@@ -31,14 +31,15 @@ from qtpy.QtWidgets import (
 )
 
 from napari_brgm.engine import Progress, reconstruct
-from napari_brgm.priors import CheckpointError, builtin_priors
+from napari_brgm.engine.settings import PRIOR_KINDS
+from napari_brgm.priors import CheckpointError, builtin_priors, prior_kind
 from napari_brgm.widgets import layers as L
 from napari_brgm.widgets.loss_plot import LossPlot
 
 SR_FACTORS = (2, 4, 8, 16, 32)
 MAX_OVERSIZE = 4  # the engine refuses inputs more than this many times the prior's measurement size
 LOAD_CHECKPOINT = "Load checkpoint…"
-CHECKPOINT_FILTER = "StyleGAN2 checkpoints (*.pkl *.safetensors *.pt *.pth);;All files (*)"
+CHECKPOINT_FILTER = "Priors (*.safetensors *.pkl);;All files (*)"
 RECENT_CHECKPOINTS = 5
 METHODS = (  # (combo text, combo data); "iagan_vi" becomes method="iagan", iagan_vi=True
     ("MAP (point estimate)", "map"),
@@ -47,8 +48,11 @@ METHODS = (  # (combo text, combo data); "iagan_vi" becomes method="iagan", iaga
     ("IAGAN (adapts the prior to the image)", "iagan"),
     ("IAGAN + variational (samples + uncertainty)", "iagan_vi"),
     ("Deep Image Prior (no prior needed)", "dip"),
+    ("RED-Diff (diffusion prior, spread over seeds)", "reddiff"),
+    ("Normalizing flow (samples + uncertainty)", "flow"),
 )
-SPREAD_METHODS = ("vi", "iagan_vi", "dip")  # the methods that return samples and an uncertainty map
+SPREAD_METHODS = ("vi", "iagan_vi", "dip", "reddiff", "flow")  # the methods that return samples and an uncertainty map
+METHOD_FOR_KIND = {"stylegan2": "map", "diffusion": "reddiff", "flow": "flow"}  # after loading a prior of that kind
 
 
 def stage_plan(options: dict) -> list[str]:
@@ -58,7 +62,14 @@ def stage_plan(options: dict) -> list[str]:
         return ["map", "vi"] if options.get("vi_mode", "elbo") == "elbo" else ["vi"]
     if method == "iagan":
         return ["csgm", "iagan", "vi"] if options.get("iagan_vi") else ["csgm", "iagan"]
+    if method == "flow":
+        return ["flow", "flow-langevin"]
     return [method]
+
+
+def _kind_of(method: str) -> str | None:
+    """The prior kind a widget method needs (None: no prior)."""
+    return PRIOR_KINDS["iagan" if method == "iagan_vi" else method]
 
 
 def _settings() -> QSettings:
@@ -149,8 +160,8 @@ class ReconstructionWidget(QWidget):
         self.runs: dict = {}  # by the input layer's unique_id: one run in flight per layer
         self.shown: Run | None = None  # the run drawn in the progress bar and the loss plot
         self.resolutions: dict[str, int] = {}  # prior → resolution, learnt from finished runs
+        self._kinds: dict[str, str] = {}  # prior → kind, read once from each file's header
         self._build()
-        self._load_priors()
         for event in ("inserted", "removed", "moved", "changed"):
             getattr(self.viewer.layers.events, event).connect(self._refresh_layers)
         self.viewer.dims.events.current_step.connect(self._update_info)
@@ -168,16 +179,18 @@ class ReconstructionWidget(QWidget):
         self.factor_combo = QComboBox(toolTip="Output = factor × input size (choices that suit the image)")
         self.mask_combo = QComboBox(toolTip="Labels or Shapes: painted / drawn pixels are MISSING")
         self.new_mask_button = QPushButton("New mask", toolTip="An empty Labels layer on the image grid to paint")
-        self.prior_combo = QComboBox(toolTip="A built-in prior or a StyleGAN2 checkpoint")
-        self.method_combo = QComboBox(toolTip="BRGM MAP / variational, CSGM, IAGAN or Deep Image Prior (docs/engine.md)")
+        self.prior_combo = QComboBox(toolTip="A built-in prior or a checkpoint of the kind the method needs "
+                                             "(StyleGAN2, diffusion or flow)")
+        self.method_combo = QComboBox(toolTip="BRGM MAP / variational, CSGM, IAGAN, Deep Image Prior, RED-Diff or a "
+                                              "normalizing flow (docs/engine.md)")
         for text, value in METHODS:
             self.method_combo.addItem(text, value)
         self.back_project_check = QCheckBox(
             "Back-project onto the measurement",
             toolTip="Post-step x + A⁺(y − A·x): the result reproduces the measured pixels exactly")
         self.steps_spin = _spin(1, 1_000_000, 501, "Optimisation steps per stage (BRGM uses 501)")
-        self.samples_spin = _spin(1, 256, 16, "Posterior samples drawn after variational inference; "
-                                               "Deep Image Prior: last iterates kept for the uncertainty")
+        self.samples_spin = _spin(1, 256, 16, "Samples behind the uncertainty map: posterior samples (variational, "
+                                               "flow), seeds (RED-Diff) or last iterates (Deep Image Prior)")
         self.seed_spin = _spin(0, 2**31 - 1, 0, "Seeds every random draw: same seed, same result")
         self.device_combo = QComboBox()
         for text, value in (("Auto (CUDA if present)", "auto"), ("CPU", "cpu"), ("CUDA", "cuda")):
@@ -276,7 +289,11 @@ class ReconstructionWidget(QWidget):
     def _on_method(self, *_) -> None:
         method = self.method_combo.currentData()
         self.samples_spin.setEnabled(method in SPREAD_METHODS)
-        self.prior_combo.setEnabled(method != "dip")  # Deep Image Prior uses no trained prior
+        kind = _kind_of(method)
+        self.prior_combo.setEnabled(kind is not None)  # Deep Image Prior uses no trained prior
+        if kind is not None and kind != getattr(self, "_listed_kind", None):
+            self._load_priors(kind)
+        self._update_factors()
 
     def new_mask(self) -> Labels | None:
         """Add an empty Labels layer on the input's grid, select it for painting and as the mask."""
@@ -292,15 +309,27 @@ class ReconstructionWidget(QWidget):
 
     # --- priors -----------------------------------------------------------------------------------
 
-    def _load_priors(self) -> None:
-        """Built-in priors, then remembered checkpoints, then the file-dialog entry; select the last used."""
+    def _kind(self, prior: str) -> str | None:
+        """The prior's kind (cached); None for a file that is gone or unreadable."""
+        if prior not in self._kinds:
+            try:
+                self._kinds[prior] = prior_kind(prior)
+            except (CheckpointError, OSError):
+                return None
+        return self._kinds[prior]
+
+    def _load_priors(self, kind: str) -> None:
+        """Built-in priors and remembered checkpoints of `kind`, then the file-dialog entry; select the last used."""
+        self._listed_kind = kind
         self.prior_combo.clear()
         for name in sorted(builtin_priors()):
-            self.prior_combo.addItem(name, name)
+            if self._kind(name) == kind:
+                self.prior_combo.addItem(name, name)
         for path in _recent_checkpoints():
-            self._add_checkpoint_item(path)
+            if self._kind(path) == kind:
+                self._add_checkpoint_item(path)
         self.prior_combo.addItem(LOAD_CHECKPOINT, None)
-        index = self.prior_combo.findData(_settings().value("prior", ""))
+        index = self.prior_combo.findData(_settings().value(f"prior/{kind}", ""))
         self.prior_combo.setCurrentIndex(max(index, 0))
 
     def _add_checkpoint_item(self, path: str) -> None:
@@ -320,17 +349,29 @@ class ReconstructionWidget(QWidget):
         self._update_factors()
 
     def load_checkpoint(self) -> str | None:
-        """Ask for a checkpoint file, add it to the choices and remember it."""
+        """Ask for a prior file, add it to the choices and remember it.
+
+        A prior of another kind than the method needs switches the method to one that uses it
+        (StyleGAN2 → MAP, diffusion → RED-Diff, flow → normalizing flow), with a notice.
+        """
         start = str(Path(_recent_checkpoints()[0]).parent) if _recent_checkpoints() else ""
-        path, _ = QFileDialog.getOpenFileName(self, "Load a StyleGAN2 checkpoint", start, CHECKPOINT_FILTER)
-        if not path:
-            self.prior_combo.setCurrentIndex(max(self.prior_combo.findData(_settings().value("prior", "")), 0))
+        path, _ = QFileDialog.getOpenFileName(self, "Load a prior", start, CHECKPOINT_FILTER)
+        kind = self._kind(path) if path else None
+        if kind is None:
+            if path:
+                show_error(f"{Path(path).name} is not a prior napari-brgm can read")
+            needed = self._listed_kind
+            self.prior_combo.setCurrentIndex(max(self.prior_combo.findData(_settings().value(f"prior/{needed}", "")), 0))
             return None
-        self._add_checkpoint_item(path)
-        self.prior_combo.setCurrentIndex(self.prior_combo.findData(path))
         settings = _settings()
         settings.setValue("checkpoints", [path, *[p for p in _recent_checkpoints() if p != path]][:RECENT_CHECKPOINTS])
-        settings.setValue("prior", path)
+        settings.setValue(f"prior/{kind}", path)
+        if kind != self._listed_kind:
+            index = self.method_combo.findData(METHOD_FOR_KIND[kind])
+            show_info(f"{Path(path).name} is a {kind} prior: method set to {self.method_combo.itemText(index)}")
+            self.method_combo.setCurrentIndex(index)  # lists the priors of that kind
+        self._add_checkpoint_item(path)
+        self.prior_combo.setCurrentIndex(self.prior_combo.findData(path))
         return path
 
     # --- running ----------------------------------------------------------------------------------
@@ -354,9 +395,10 @@ class ReconstructionWidget(QWidget):
         task = self.task_combo.currentData()
         mask = L.mask_slice(self._layer(self.mask_combo), layer, k) if task == "inpaint" else None
         method = self.method_combo.currentData()
-        prior = None if method == "dip" else self.prior_combo.currentData()
-        if prior is None and method != "dip":
-            raise ValueError("choose a prior: a built-in one or 'Load checkpoint…'")
+        kind = _kind_of(method)
+        prior = None if kind is None else self.prior_combo.currentData()
+        if prior is None and kind is not None:
+            raise ValueError(f"choose a {kind} prior: a built-in one or 'Load checkpoint…'")
         factor = self.factor_combo.currentData()
         if task == "superres" and factor is None:
             raise ValueError(f"{layer.name!r} is too large for super-resolution: crop a region of interest")
@@ -380,7 +422,7 @@ class ReconstructionWidget(QWidget):
             show_warning(f"a run for {layer.name!r} is already in flight")
             return None
         if request.options["prior"] is not None:  # a Deep Image Prior run keeps the remembered prior
-            _settings().setValue("prior", request.options["prior"])
+            _settings().setValue(f"prior/{_kind_of(request.options['method'])}", request.options["prior"])
         run = Run(request, layer, reconstruct)
         run.progressed.connect(lambda report, run=run: self._on_progress(run, report),
                                Qt.ConnectionType.QueuedConnection)  # the engine reports from the worker thread
