@@ -40,6 +40,7 @@ def register(sub) -> None:
     p.add_argument("--samples", type=int, default=16,
                    help="samples for the std: VI/flow posterior samples, reddiff seeds, dip iterates")
     p.add_argument("--reddiff-lambda", type=float, default=0.25, help="reddiff: weight of the diffusion regulariser")
+    p.add_argument("--flow-gamma", type=float, default=1.0, help="flow: weight of the prior |z|^2/2 (1: exact posterior)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--slice", type=int, dest="slice_index", help="axial slice of a volume (default: the middle)")
     p.add_argument("--sigma-y", type=float, help="measurement noise std in input units (default: 2.5%% of range)")
@@ -125,7 +126,7 @@ def _run(args) -> int:
                              device=args.device, progress=progress, should_stop=lambda: interrupted,
                              vi_mode=args.vi_mode, sigma_y=args.sigma_y, back_project=args.back_project,
                              bp_eta=args.bp_eta, restarts=args.restarts, iagan_vi=args.iagan_vi,
-                             reddiff_lambda=args.reddiff_lambda)
+                             reddiff_lambda=args.reddiff_lambda, flow_gamma=args.flow_gamma)
     finally:
         signal.signal(signal.SIGINT, previous)
         for bar in bars.values():

@@ -70,7 +70,7 @@ def reconstruct(
     the fields of `Settings` (vi_mode, mc_samples, sigma_y, window, sr_kind, fit, lambda_c,
     perceptual_weights, precision, back_project, bp_eta, restarts, lambda_z, iagan_lr, iagan_vi,
     early_stop, dip_lr, dip_input_noise, dip_ema, dip_resolution, reddiff_lambda, reddiff_lr,
-    reddiff_weighting). Invalid requests raise
+    reddiff_weighting, flow_gamma, flow_langevin_steps). Invalid requests raise
     ValueError before any heavy work.
     """
     started = time.perf_counter()
@@ -218,8 +218,20 @@ def _solve_reddiff(problem: Problem, settings: Settings, sigma_y: float, monitor
                      losses={f"reddiff/{k}": v for k, v in out.losses.items()}, partial=out.stopped)
 
 
+def _solve_flow(problem: Problem, settings: Settings, sigma_y: float, monitor: Monitor, plan, model) -> _Estimate:
+    """MAP in the flow's latent z, then S Langevin chains around it: the samples' spread is a posterior spread."""
+    from napari_brgm.solvers.flow import FlowSolverConfig, solve_flow
+
+    cfg = FlowSolverConfig(steps=settings.steps, gamma=settings.flow_gamma, sigma_y=sigma_y, samples=settings.samples,
+                           langevin_steps=settings.flow_langevin_steps)
+    out = solve_flow(problem, model, cfg, seed=settings.seed, monitor=monitor)
+    sampled = settings.flow_langevin_steps > 0 and len(out.samples) > 1
+    return _Estimate(samples=out.samples, mean=None if sampled else out.image, spread=sampled, map=out.image,
+                     losses={f"flow/{k}": v for k, v in out.losses.items()}, partial=out.stopped)
+
+
 _SOLVERS = {"map": _solve_brgm, "vi": _solve_brgm, "csgm": _solve_csgm, "iagan": _solve_iagan, "dip": _solve_dip,
-            "reddiff": _solve_reddiff}
+            "reddiff": _solve_reddiff, "flow": _solve_flow}
 
 
 def _dip_resolution(input_hw: tuple[int, int], factor: int, requested: int | None) -> int:

@@ -54,6 +54,8 @@ class Settings:
     reddiff_lambda: float = 0.25  # RED-Diff: λ, weight of the diffusion regulariser
     reddiff_lr: float = 0.25  # RED-Diff: Adam learning rate on the image estimate
     reddiff_weighting: str = "linear"  # RED-Diff: timestep weighting w_t (solvers.reddiff.WEIGHTINGS)
+    flow_gamma: float = 1.0  # flow: weight of the prior ‖z‖²/2 (1: the exact posterior; < 1 tempers the prior)
+    flow_langevin_steps: int = 50  # flow: Langevin (MALA) steps of the S chains that give the samples
 
     def validate(self) -> None:
         if self.task not in TASKS:
@@ -88,6 +90,8 @@ class Settings:
             raise ValueError("dip_input_noise must be >= 0 and dip_ema in [0, 1)")
         if not (self.reddiff_lambda >= 0 and self.reddiff_lr > 0):
             raise ValueError("reddiff_lambda must be >= 0 and reddiff_lr > 0")
+        if not self.flow_gamma >= 0 or self.flow_langevin_steps < 0:
+            raise ValueError("flow_gamma must be >= 0 and flow_langevin_steps >= 0")
         if self.reddiff_weighting not in REDDIFF_WEIGHTINGS:
             raise ValueError(f"reddiff_weighting must be one of {REDDIFF_WEIGHTINGS}, got {self.reddiff_weighting!r}")
         if self.dip_resolution is not None and self.dip_resolution not in DIP_RESOLUTIONS:

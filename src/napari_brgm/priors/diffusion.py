@@ -119,11 +119,11 @@ class DiffusionPrior(torch.nn.Module):
         return f"resolution={c.resolution}, channels={c.channels}, widths={c.widths}, T={c.timesteps}, {c.schedule}"
 
 
-def save_diffusion(model: DiffusionPrior, path):
-    """Write `model` in our safetensors format (config in the metadata)."""
+def save_diffusion(model: DiffusionPrior, path, dtype: torch.dtype = torch.float32):
+    """Write `model` in our safetensors format (config in the metadata; weights in `dtype`)."""
     from napari_brgm.priors.modelfile import save_model
 
-    return save_model(path, "diffusion", FORMAT_VERSION, model.config.to_dict(), model)
+    return save_model(path, "diffusion", FORMAT_VERSION, model.config.to_dict(), model, dtype=dtype)
 
 
 def load_diffusion(path, device="cpu") -> DiffusionPrior:

@@ -49,11 +49,15 @@ def _metadata(path: Path) -> dict:
         raise CheckpointError(f"{path}: corrupt safetensors file ({e})") from None
 
 
-def save_model(path, kind: str, version: str, config: dict, module: torch.nn.Module, extra: dict | None = None) -> Path:
-    """Write `module`'s state dict (float32) with `config` in the metadata, atomically."""
+def save_model(path, kind: str, version: str, config: dict, module: torch.nn.Module, extra: dict | None = None,
+               dtype: torch.dtype = torch.float32) -> Path:
+    """Write `module`'s state dict with `config` in the metadata, atomically.
+
+    dtype float16 halves the file (the built-in priors ship so); loading always gives float32.
+    """
     from safetensors.torch import save_file
 
-    tensors = {k: v.detach().to("cpu", torch.float32).contiguous().clone() for k, v in module.state_dict().items()}
+    tensors = {k: v.detach().to("cpu", dtype).contiguous().clone() for k, v in module.state_dict().items()}
     metadata = {"format": _FORMAT_PREFIX + kind, "format_version": version, "config": json.dumps(config)}
     metadata |= {k: json.dumps(v) for k, v in (extra or {}).items()}
     return write_atomically(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
