@@ -51,3 +51,13 @@ def test_xray_demo_inpaints_a_lung_field_with_deep_image_prior(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "Deep Image Prior inpainting of" in proc.stdout
     assert img.shape[0] > 500
+
+
+def test_demo_runs_the_builtin_diffusion_and_flow_priors_through_the_widget(tmp_path):
+    for method, prior in (("reddiff", "brain-t1-64-ddpm"), ("flow", "brain-t1-64-glow")):
+        proc, img = _demo(tmp_path, "--method", method, "--steps", "3")
+        assert proc.returncode == 0, proc.stderr
+        assert f"{method}, prior {prior}" in proc.stdout and "inpainting of" in proc.stdout
+        assert img[..., :3].mean(axis=2).std() > 20
+    proc, _ = _demo(tmp_path, "--method", "flow", "--prior", "brain-t1-64-ddpm")
+    assert proc.returncode == 1 and "method flow needs a flow prior" in proc.stderr

@@ -100,3 +100,16 @@ def test_dip_needs_no_prior_and_writes_mean_std_samples(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["settings"]["method"] == "dip" and summary["settings"]["back_project"] is True
     assert summary["settings"]["prior_path"] is None and "dip/data" in summary["final_losses"]
+
+
+@pytest.mark.parametrize("method", ["reddiff", "flow"])
+def test_builtin_diffusion_and_flow_priors_run_offline_from_the_cli(small_brain, tmp_path, method):
+    path, _ = small_brain
+    out = tmp_path / method
+    assert main(["reconstruct", str(path), "--task", "denoise", "--method", method, "--steps", "3", "--samples", "2",
+                 "--slice", "1", "--device", "cpu", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["settings"]["prior_kind"] == {"reddiff": "diffusion", "flow": "flow"}[method]
+    assert summary["settings"]["prior"] is None and summary["settings"]["prior_path"].endswith(
+        {"reddiff": "brain-t1-64-ddpm.safetensors", "flow": "brain-t1-64-glow.safetensors"}[method])
+    assert nib.load(out / "std.nii.gz").shape == (22, 27, 1)

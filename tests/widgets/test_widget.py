@@ -279,29 +279,43 @@ def test_the_method_box_offers_every_method_and_dip_runs_without_a_prior(docked,
     assert request.label == "xr SRx2 IAGAN-VI" and reconstruction.stage_plan(request.options) == ["csgm", "iagan", "vi"]
 
 
-def test_loading_a_diffusion_prior_switches_to_reddiff_and_runs(docked, qtbot, tmp_path, monkeypatch, notes):
+def _tiny_prior_file(kind: str, folder) -> str:
+    """A 32 px diffusion or flow prior with random weights (the flow's actnorm initialised on noise)."""
     import torch
 
-    from napari_brgm.priors.diffusion import DiffusionConfig, DiffusionPrior, save_diffusion
-
-    viewer, widget = docked
     torch.manual_seed(0)
-    path = str(save_diffusion(DiffusionPrior(DiffusionConfig(resolution=32, widths=(8, 16), attention=(False, False),
-                                                             norm_groups=4, head_channels=8)),
-                              tmp_path / "tiny-ddpm.safetensors"))
+    if kind == "diffusion":
+        from napari_brgm.priors.diffusion import DiffusionConfig, DiffusionPrior, save_diffusion
+
+        model = DiffusionPrior(DiffusionConfig(resolution=32, widths=(8, 16), attention=(False, False), norm_groups=4,
+                                               head_channels=8))
+        return str(save_diffusion(model, folder / "tiny-ddpm.safetensors"))
+    from napari_brgm.priors.glow import Glow, GlowConfig, save_flow
+
+    flow = Glow(GlowConfig(resolution=32, levels=2, steps_per_level=2, hidden=8, hidden_max=16))
+    with torch.no_grad():
+        flow(0.5 * torch.randn(4, 1, 32, 32))
+    return str(save_flow(flow, folder / "tiny-glow.safetensors"))
+
+
+@pytest.mark.parametrize(("kind", "method", "label"), [("diffusion", "reddiff", "RED-Diff"), ("flow", "flow", "Flow")])
+def test_loading_a_diffusion_or_flow_prior_switches_the_method_and_runs(docked, qtbot, tmp_path, monkeypatch, notes,
+                                                                         kind, method, label):
+    viewer, widget = docked
+    path = _tiny_prior_file(kind, tmp_path)
     monkeypatch.setattr(QFileDialog, "getOpenFileName", staticmethod(lambda *args, **kwargs: (path, "")))
     viewer.add_image(np.random.default_rng(2).random((8, 8), dtype=np.float32) * 100, name="mr")
     assert widget.method_combo.currentData() == "map"
     choose_checkpoint(widget)
-    assert widget.method_combo.currentData() == "reddiff" and widget.prior_combo.currentData() == path
-    assert any("is a diffusion prior: method set to RED-Diff" in n for n in notes)
+    assert widget.method_combo.currentData() == method and widget.prior_combo.currentData() == path
+    assert any(f"is a {kind} prior: method set to" in n for n in notes)
     widget.factor_combo.setCurrentIndex(widget.factor_combo.findData(4))
     widget.steps_spin.setValue(3)
     widget.samples_spin.setValue(2)
     run = run_and_wait(widget, qtbot)
-    assert run.result is not None and run.plan == ["reddiff"]
-    assert [layer.name for layer in viewer.layers] == ["mr", "mr SRx4 RED-Diff mean", "mr SRx4 RED-Diff samples",
-                                                       "mr SRx4 RED-Diff uncertainty"]
+    assert run.result is not None and run.plan == reconstruction.stage_plan({"method": method})
+    assert [layer.name for layer in viewer.layers] == ["mr", f"mr SRx4 {label} mean", f"mr SRx4 {label} samples",
+                                                       f"mr SRx4 {label} uncertainty"]
     widget.method_combo.setCurrentIndex(widget.method_combo.findData("map"))  # GAN methods list GAN priors only
     listed = [widget.prior_combo.itemData(i) for i in range(widget.prior_combo.count())]
     assert path not in listed and listed[-1] is None

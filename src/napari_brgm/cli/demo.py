@@ -5,7 +5,8 @@ widget as a user would:
 ×4 super-resolution of a low-resolution version of the middle slice (the slice box-averaged to
 a quarter of the prior's size, i.e. a simulated coarse acquisition) and inpainting of a painted
 region of the slice itself, both variational (mean, samples, uncertainty) with the built-in
-brain prior, offline. `--sample chest_xray` opens the chest X-ray and inpaints a lung field with
+brain prior, offline; `--method reddiff` or `--method flow` runs the same two examples with the
+built-in diffusion or flow prior instead. `--sample chest_xray` opens the chest X-ray and inpaints a lung field with
 Deep Image Prior (no trained prior exists for X-rays). Layers are shown side by side (grid).
 `--no-run` only opens the viewer.
 
@@ -23,7 +24,7 @@ from pathlib import Path
 
 SAMPLES = ("brain_t1", "chest_xray")
 DEFAULT_PNG = Path("out") / "demo.png"
-DEFAULT_PRIOR = "brain-t1-64"
+DEMO_METHODS = ("vi", "map", "reddiff", "flow")  # on the brain sample
 RUN_TIMEOUT_S = 900
 
 
@@ -35,7 +36,8 @@ def register(sub) -> None:
         metavar="PNG",
         help="render off-screen, save a screenshot of the window to PNG and exit",
     )
-    p.add_argument("--prior", default=DEFAULT_PRIOR, help=f"prior for the runs (default: built-in {DEFAULT_PRIOR})")
+    p.add_argument("--method", choices=DEMO_METHODS, default="vi", help="method of the brain examples (default vi)")
+    p.add_argument("--prior", help="prior for the runs (default: the built-in prior the method uses)")
     p.add_argument("--steps", type=int, default=300, help="steps per stage (default 300)")
     p.add_argument("--sample", choices=SAMPLES, default=SAMPLES[0], help="which sample to open (default brain_t1)")
     p.add_argument("--no-run", action="store_true", help="only open the sample and the widget")
@@ -49,10 +51,16 @@ def _has_display() -> bool:
 def run(args) -> int:
     screenshot = args.screenshot
     if not args.no_run and args.sample == "brain_t1":
-        from napari_brgm.priors import CheckpointError, resolve_prior
+        from napari_brgm.engine.settings import PRIOR_KINDS
+        from napari_brgm.priors import CheckpointError, default_prior, prior_kind
 
+        kind = PRIOR_KINDS[args.method]
+        args.prior = args.prior or default_prior(kind)
         try:
-            resolve_prior(args.prior)
+            if args.prior is None:
+                raise CheckpointError(f"no built-in {kind} prior is installed")
+            if prior_kind(args.prior) != kind:
+                raise CheckpointError(f"a {prior_kind(args.prior)} prior; method {args.method} needs a {kind} prior")
         except CheckpointError as err:
             print(f"napari-brgm demo: cannot use prior {args.prior!r}: {err}", file=sys.stderr)
             return 1
@@ -64,13 +72,13 @@ def run(args) -> int:
             return 2
         print(f"No display: rendering under Xvfb and writing {png}")
         cmd = [xvfb, "-a", "-s", "-screen 0 1600x1000x24", sys.executable, "-m", "napari_brgm.cli.main",
-               "demo", "--screenshot", str(png), "--prior", str(args.prior), "--steps", str(args.steps),
-               "--sample", args.sample]
+               "demo", "--screenshot", str(png), "--steps", str(args.steps), "--sample", args.sample,
+               "--method", args.method] + (["--prior", str(args.prior)] if args.prior else [])
         return subprocess.call(cmd + (["--no-run"] if args.no_run else []))
-    return _show(screenshot, args.sample, None if args.no_run else args.prior, args.steps)
+    return _show(screenshot, args.sample, None if args.no_run else args.prior, args.steps, args.method)
 
 
-def _show(screenshot: Path | None, sample: str, prior: str | None, steps: int) -> int:
+def _show(screenshot: Path | None, sample: str, prior: str | None, steps: int, method: str) -> int:
     import napari
     from qtpy.QtWidgets import QApplication
 
@@ -80,7 +88,8 @@ def _show(screenshot: Path | None, sample: str, prior: str | None, steps: int) -
     _, widget = viewer.window.add_plugin_dock_widget("napari-brgm", "BRGM Reconstruction")
     viewer.reset_view()
     if prior is not None:
-        ok = run_examples(viewer, widget, prior, steps) if sample == "brain_t1" else run_xray(viewer, widget, steps)
+        ok = (run_examples(viewer, widget, prior, steps, method) if sample == "brain_t1"
+              else run_xray(viewer, widget, steps))
         if not ok and screenshot is not None:
             viewer.close()
             return 1
@@ -130,31 +139,34 @@ def _wait(widget, timeout: float) -> bool:
     return not widget.runs
 
 
-def run_examples(viewer, widget, prior: str, steps: int) -> bool:
-    """×4 SR of a coarse version of the middle slice, then inpainting of a region of the slice; VI both."""
+def run_examples(viewer, widget, prior: str, steps: int, method: str = "vi") -> bool:
+    """×4 SR of a coarse version of the middle slice, then inpainting of a region of the slice; both by `method`."""
     import numpy as np
 
-    from napari_brgm.priors import load_generator, resolve_prior
+    from napari_brgm.priors import load_prior
 
     try:
-        resolution = load_generator(resolve_prior(prior)).img_resolution
+        resolution = load_prior(prior).img_resolution
     except Exception as err:  # no such prior: say so, keep the viewer
         print(f"napari-brgm demo: cannot use prior {prior!r}: {err}", file=sys.stderr)
         return False
     brain = viewer.layers[-1]
     k = brain.data.shape[0] // 2
     viewer.dims.set_current_step(0, k)
+    widget.method_combo.setCurrentIndex(widget.method_combo.findData(method))  # lists the priors of its kind
     if widget.prior_combo.findData(prior) < 0:
         widget.prior_combo.insertItem(0, Path(prior).name, prior)
     widget.prior_combo.setCurrentIndex(widget.prior_combo.findData(prior))
-    widget.method_combo.setCurrentIndex(widget.method_combo.findData("vi"))
     widget.steps_spin.setValue(steps)
+    if method == "reddiff":
+        widget.samples_spin.setValue(8)  # seeds: each costs one denoiser pass per step
 
     low = lowres_layer(viewer, brain, k, resolution // 4)
     widget.image_combo.setCurrentText(low.name)
     widget.task_combo.setCurrentIndex(widget.task_combo.findData("superres"))
     widget.factor_combo.setCurrentIndex(widget.factor_combo.findData(4))
-    print(f"demo: ×4 super-resolution of {low.name} ({low.data.shape[0]}×{low.data.shape[1]} px), prior {prior}")
+    print(f"demo: ×4 super-resolution of {low.name} ({low.data.shape[0]}×{low.data.shape[1]} px), "
+          f"{method}, prior {prior}")
     if not _run_and_arrange(viewer, widget):
         return False
 
