@@ -24,14 +24,6 @@ def flow_config():
                            init_batch=16, lr=5e-3, warmup=5, seed=3)
 
 
-def _state(trainer):
-    out = {f"flow.{k}": v.clone() for k, v in trainer.flow.state_dict().items()}
-    out |= {f"ema.{k}": v.clone() for k, v in trainer.ema.state_dict().items()}
-    for i, s in trainer.opt.state_dict()["state"].items():
-        out |= {f"opt.{i}.{k}": torch.as_tensor(v).clone() for k, v in s.items()}
-    return out
-
-
 def test_bits_per_dim_decrease(slices, flow_config):
     t = FlowTrainer(slices, flow_config)
     before = evaluate_bpd(t.flow, slices)
@@ -40,26 +32,6 @@ def test_bits_per_dim_decrease(slices, flow_config):
     assert after < before - 0.5, (before, after)
     assert sum(losses[-5:]) < sum(losses[:5]) - 2.5
     assert t.state.step == 25 and t.state.nimg == 100 and len(t.state.history) == 3
-
-
-def test_resumed_training_is_identical_to_uninterrupted(slices, flow_config, tmp_path):
-    straight = FlowTrainer(slices, flow_config)
-    for _ in range(6):
-        straight.step()
-    first = FlowTrainer(slices, flow_config)
-    for _ in range(3):
-        first.step()
-    first.save_checkpoint(tmp_path / "ck.pt")
-    resumed = FlowTrainer.resume(tmp_path / "ck.pt", slices)
-    assert resumed.state.step == 3 and resumed.state.nimg == 12
-    for _ in range(3):
-        resumed.step()
-    a, b = _state(straight), _state(resumed)
-    assert a.keys() == b.keys()
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
-    fresh = FlowTrainer(slices, flow_config)
-    assert not torch.equal(a["flow.levels.0.0.coupling.net.0.weight"], fresh.flow.levels[0][0].coupling.net[0].weight)
 
 
 def test_resume_refuses_other_data_and_other_kinds(slices, flow_config, tiny_config, tmp_path):

@@ -16,31 +16,6 @@ def slices(head_nifti):
     return load_slices([head_nifti], 16)
 
 
-def _state(trainer):
-    return {f"{name}.{k}": v.clone() for name in ("G", "D", "G_ema")
-            for k, v in getattr(trainer, name).state_dict().items()}
-
-
-def test_resumed_training_is_identical_to_uninterrupted(slices, tiny_config, tmp_path):
-    straight = Trainer(slices, tiny_config)
-    for _ in range(6):
-        straight.step()
-    first = Trainer(slices, tiny_config)
-    for _ in range(3):
-        first.step()
-    first.save_checkpoint(tmp_path / "ck.pt")
-    resumed = Trainer.resume(tmp_path / "ck.pt", slices)
-    assert resumed.state.step == 3 and resumed.state.nimg == 12
-    for _ in range(3):
-        resumed.step()
-    a, b = _state(straight), _state(resumed)
-    assert a.keys() == b.keys()
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
-    # and training did change the weights
-    assert not torch.equal(a["G.synthesis.b4.conv1.weight"], Trainer(slices, tiny_config).G.synthesis.b4.conv1.weight)
-
-
 def test_resume_refuses_other_data(slices, tiny_config, tmp_path, head_nifti):
     t = Trainer(slices, tiny_config)
     t.step()
