@@ -75,10 +75,11 @@ def run(args) -> int:
                "demo", "--screenshot", str(png), "--steps", str(args.steps), "--sample", args.sample,
                "--method", args.method] + (["--prior", str(args.prior)] if args.prior else [])
         return subprocess.call(cmd + (["--no-run"] if args.no_run else []))
-    return _show(screenshot, args.sample, None if args.no_run else args.prior, args.steps, args.method)
+    return _show(screenshot, args.sample, args.prior, args.steps, args.method, run_examples=not args.no_run)
 
 
-def _show(screenshot: Path | None, sample: str, prior: str | None, steps: int, method: str) -> int:
+def _show(screenshot: Path | None, sample: str, prior: str | None, steps: int, method: str,
+          run_examples: bool = True) -> int:
     import napari
     from qtpy.QtWidgets import QApplication
 
@@ -87,8 +88,8 @@ def _show(screenshot: Path | None, sample: str, prior: str | None, steps: int, m
     viewer.open_sample("napari-brgm", sample)
     _, widget = viewer.window.add_plugin_dock_widget("napari-brgm", "BRGM Reconstruction")
     viewer.reset_view()
-    if prior is not None:
-        ok = (run_examples(viewer, widget, prior, steps, method) if sample == "brain_t1"
+    if run_examples:
+        ok = (run_brain(viewer, widget, prior, steps, method) if sample == "brain_t1"
               else run_xray(viewer, widget, steps))
         if not ok and screenshot is not None:
             viewer.close()
@@ -139,7 +140,7 @@ def _wait(widget, timeout: float) -> bool:
     return not widget.runs
 
 
-def run_examples(viewer, widget, prior: str, steps: int, method: str = "vi") -> bool:
+def run_brain(viewer, widget, prior: str, steps: int, method: str = "vi") -> bool:
     """×4 SR of a coarse version of the middle slice, then inpainting of a region of the slice; both by `method`."""
     import numpy as np
 
