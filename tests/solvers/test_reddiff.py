@@ -59,8 +59,12 @@ def test_reddiff_without_prior_reduces_the_data_term_from_a_zero_start(target):
 
 
 def test_timesteps_descend_and_every_weighting_is_finite():
-    ts = timestep_schedule(RedDiffConfig(steps=10, t_max=0.8, t_min=0.1), 1000)
+    abar = PointPrior(torch.zeros(1, 1, 8, 8)).alphas_cumprod
+    ts = timestep_schedule(RedDiffConfig(steps=10, t_max=0.8, t_min=0.1), abar)
     assert ts[0] == round(0.8 * 999) and ts[-1] == round(0.1 * 999) and bool((ts[1:] < ts[:-1]).all())
+    auto = timestep_schedule(RedDiffConfig(steps=10, sigma_y=0.2), abar)  # stops where the noise reaches σ_y
+    ratio = ((1 - abar) / abar).sqrt()
+    assert ratio[auto[-1]] >= 0.2 > ratio[auto[-1] - 2] and auto[0] == 999
     r = torch.tensor([1e-4, 1.0, 2e4])
     for name, w in WEIGHTINGS.items():
         assert torch.isfinite(w(r)).all() and (w(r) > 0).all(), name

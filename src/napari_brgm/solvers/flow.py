@@ -37,6 +37,7 @@ from napari_brgm.solvers.problem import Problem
 INITS = ("pinv", "zero")
 TARGET_ACCEPT = 0.574  # optimal MALA acceptance rate (Roberts & Rosenthal 1998)
 ADAPT_RATE = 2.0  # change of log η per unit of acceptance error (averaged over the chains) while adapting
+BLOW_UP = 4.0  # |pixel| above this (model units; images span about [-1, 1]) means the inverse blew up
 
 
 @dataclass
@@ -92,7 +93,11 @@ class _Posterior:
             prior = self.cfg.gamma * z.square().sum(1) / 2
             energy = fit * self.observed / (2 * self.cfg.sigma_y ** 2) + prior
             (grad,) = torch.autograd.grad(energy.sum(), z)
-        return energy.detach(), grad, fit.detach(), prior.detach(), images.detach()
+        # A latent where the inverse blows up (finite but huge pixels, often in unobserved regions) is
+        # treated like an overflow: the MAP stage steps back, the chains reject it.
+        blown = images.detach().flatten(1).abs().amax(1) > BLOW_UP
+        energy = torch.where(blown, torch.full_like(energy, math.inf), energy.detach())
+        return energy, grad, fit.detach(), prior.detach(), images.detach()
 
 
 def initial_z(problem: Problem, flow, cfg: FlowSolverConfig) -> torch.Tensor:

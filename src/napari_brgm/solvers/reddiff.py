@@ -44,7 +44,7 @@ class RedDiffConfig:
     weighting: str = "linear"  # w_t, a key of WEIGHTINGS
     sigma_y: float = 0.05  # measurement noise std in model units (the data term's 1/(2σ_y²))
     t_max: float = 1.0  # first timestep as a fraction of T
-    t_min: float = 0.0  # last timestep as a fraction of T
+    t_min: float | None = None  # last timestep as a fraction of T; None: where the diffusion noise reaches σ_y
     samples: int = 4  # S: independent noise seeds, batched
     init: str = "pinv"  # start: "pinv" (A⁺y, data-consistent) or "zeros" (for ablations)
 
@@ -55,7 +55,7 @@ class RedDiffConfig:
             raise ValueError(f"weighting must be one of {sorted(WEIGHTINGS)}, got {self.weighting!r}")
         if self.lr <= 0 or self.lam < 0 or self.sigma_y <= 0:
             raise ValueError("RED-Diff needs lr > 0, lam >= 0 and sigma_y > 0")
-        if not 0 <= self.t_min <= self.t_max <= 1:
+        if self.t_min is not None and not 0 <= self.t_min <= self.t_max <= 1:
             raise ValueError(f"need 0 <= t_min <= t_max <= 1, got {self.t_min}, {self.t_max}")
         if self.samples < 1 or self.steps < 1:
             raise ValueError("RED-Diff needs at least one step and one sample")
@@ -68,9 +68,21 @@ class RedDiffOutput:
     stopped: bool = False  # cancelled before the last step
 
 
-def timestep_schedule(cfg: RedDiffConfig, T: int) -> torch.Tensor:
-    """The descending integer timesteps of the run, one per step."""
-    return torch.linspace(cfg.t_max * (T - 1), cfg.t_min * (T - 1), cfg.steps).round().long()
+def timestep_schedule(cfg: RedDiffConfig, alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """The descending integer timesteps of the run, one per step.
+
+    By default the walk stops at the timestep whose noise-to-signal ratio √((1 − ᾱ_t)/ᾱ_t) reaches
+    σ_y: below it the denoiser would remove detail finer than the measurement noise, and w_t → 0
+    would hand the estimate back to the noisy data (denoising ended where it started).
+    """
+    T = len(alphas_cumprod)
+    if cfg.t_min is None:
+        ratio = ((1 - alphas_cumprod) / alphas_cumprod).sqrt()
+        t_min = int(torch.searchsorted(ratio.contiguous(), torch.tensor(float(cfg.sigma_y)))) / (T - 1)
+    else:
+        t_min = cfg.t_min
+    t_min = min(t_min, cfg.t_max)
+    return torch.linspace(cfg.t_max * (T - 1), t_min * (T - 1), cfg.steps).round().long()
 
 
 def solve_reddiff(problem: Problem, prior, cfg: RedDiffConfig, seed: int, monitor: Monitor | None = None,
@@ -90,7 +102,7 @@ def solve_reddiff(problem: Problem, prior, cfg: RedDiffConfig, seed: int, monito
     weight = WEIGHTINGS[cfg.weighting]
     losses: dict[str, list[float]] = {}
     stopped = False
-    ts = timestep_schedule(cfg, prior.timesteps)
+    ts = timestep_schedule(cfg, abar.cpu())
     for step, t in enumerate(ts.tolist(), start=1):
         a = abar[t]
         noise = torch.randn(mu.shape, generator=gen, device=device)
