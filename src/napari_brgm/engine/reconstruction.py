@@ -64,7 +64,8 @@ def reconstruct(
     image: 2-D array in its own units (HU, MR units, CR values). mask: inpainting only, same shape,
     NONZERO = MISSING. method: "map", "vi", "csgm", "iagan" (StyleGAN2 prior), "reddiff" (diffusion
     prior), "flow" (flow prior) or "dip" (no prior) (docs/engine.md). prior: a built-in prior name
-    or a file of the kind the method needs (None: the built-in prior of that kind); "dip" ignores it. Super-resolution outputs are `factor`× the input size.
+    or a file of the kind the method needs (None: the built-in prior of that kind); "dip" ignores
+    it. Super-resolution outputs are `factor`× the input size.
     `progress` receives a `Progress` after every step; `should_stop()` is polled after every step
     and a cancelled run returns promptly with `Result.partial = True`. Further keyword options are
     the fields of `Settings` (vi_mode, mc_samples, sigma_y, window, sr_kind, fit, lambda_c,

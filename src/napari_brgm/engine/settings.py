@@ -13,7 +13,6 @@ PRIOR_KINDS = {  # the kind of prior each method needs (napari_brgm.priors.prior
     "map": "stylegan2", "vi": "stylegan2", "csgm": "stylegan2", "iagan": "stylegan2",
     "dip": None, "reddiff": "diffusion", "flow": "flow",
 }
-PRIOR_FREE_METHODS = tuple(m for m, kind in PRIOR_KINDS.items() if kind is None)
 REDDIFF_WEIGHTINGS = ("linear", "sqrt", "square", "log", "clip", "const")  # solvers.reddiff.WEIGHTINGS (no torch here)
 DIP_RESOLUTIONS = (32, 64, 128, 256, 512)
 SR_FACTORS = range(2, 33)

@@ -18,7 +18,6 @@ from napari_brgm.priors.errors import CheckpointError
 
 KINDS = ("stylegan2", "diffusion", "flow")
 _FORMAT_PREFIX = "napari-brgm/"
-_MAX_HEADER = 64 * 1024 * 1024  # a safetensors header larger than this is not one of ours
 
 
 def prior_kind(path) -> str:

@@ -81,8 +81,7 @@ class _Posterior:
 
     def __init__(self, problem: Problem, flow, cfg: FlowSolverConfig, like: torch.Tensor) -> None:
         self.problem, self.flow, self.cfg = problem, flow, cfg
-        with torch.no_grad():
-            self.observed = (problem.operator.forward(torch.ones_like(like)) != 0).sum().clamp_min(1)
+        self.observed = problem.observed_count(like)
 
     def __call__(self, z: torch.Tensor):
         """(U [N], ∇U [N, D], data_fit [N], prior term [N], images [N, C, R, R]) — gradients w.r.t. z only."""

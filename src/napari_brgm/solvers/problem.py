@@ -29,13 +29,20 @@ class Problem:
         """A·x − y for a batch of images [N, C, R, R]."""
         return self.operator.forward(images) - self.y
 
+    def observed_count(self, images: torch.Tensor) -> torch.Tensor:
+        """How many measurement entries are observed (nonzero in A·1) for images shaped like `images`.
+
+        Fixed by the operator: counted once per problem, not at every step.
+        """
+        if self._observed is None:
+            with torch.no_grad():
+                self._observed = (self.operator.forward(torch.ones_like(images[:1])) != 0).sum().clamp_min(1)
+        return self._observed
+
     def data_fit(self, images: torch.Tensor) -> torch.Tensor:
         """Mean of (A·x − y)² over the OBSERVED measurement entries, one value per image [N].
 
         Missing entries are zero in both A·x and y, so they are left out of the count: the value is
         comparable with σ_y² (the discrepancy principle the early stopping uses).
         """
-        if self._observed is None:  # fixed by the operator: counted once, not at every step
-            with torch.no_grad():
-                self._observed = (self.operator.forward(torch.ones_like(images[:1])) != 0).sum().clamp_min(1)
-        return self.residual(images).square().flatten(1).sum(1) / self._observed
+        return self.residual(images).square().flatten(1).sum(1) / self.observed_count(images)

@@ -97,8 +97,7 @@ def solve_reddiff(problem: Problem, prior, cfg: RedDiffConfig, seed: int, monito
     opt = torch.optim.Adam([mu], lr=cfg.lr, betas=(0.9, 0.99))
     gen = torch.Generator(device=device).manual_seed(seed)
     abar = prior.alphas_cumprod.to(device)
-    with torch.no_grad():
-        observed = problem.operator.forward(torch.ones_like(start)).ne(0).sum() / start[0].numel()
+    observed = problem.observed_count(start) / start[0].numel()  # n_obs / D
     weight = WEIGHTINGS[cfg.weighting]
     losses: dict[str, list[float]] = {}
     stopped = False

@@ -161,6 +161,7 @@ class ReconstructionWidget(QWidget):
         self.shown: Run | None = None  # the run drawn in the progress bar and the loss plot
         self.resolutions: dict[str, int] = {}  # prior → resolution, learnt from finished runs
         self._kinds: dict[str, str] = {}  # prior → kind, read once from each file's header
+        self._listed_kind: str | None = None  # the kind of prior the prior box lists
         self._build()
         for event in ("inserted", "removed", "moved", "changed"):
             getattr(self.viewer.layers.events, event).connect(self._refresh_layers)
@@ -291,7 +292,7 @@ class ReconstructionWidget(QWidget):
         self.samples_spin.setEnabled(method in SPREAD_METHODS)
         kind = _kind_of(method)
         self.prior_combo.setEnabled(kind is not None)  # Deep Image Prior uses no trained prior
-        if kind is not None and kind != getattr(self, "_listed_kind", None):
+        if kind is not None and kind != self._listed_kind:
             self._load_priors(kind)
         self._update_factors()
 
