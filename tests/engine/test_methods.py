@@ -92,6 +92,24 @@ def test_dip_uncertainty_is_the_spread_of_its_last_iterates(hu_image, half_mask)
     np.testing.assert_allclose(r.std, r.samples.std(axis=0, ddof=1), rtol=1e-4, atol=1e-3)
 
 
+def test_dip_restarts_average_into_the_mean_and_their_iterates_give_the_spread(hu_image):
+    low = _down(hu_image, 4)
+    common = dict(task="superres", factor=4, method="dip", steps=20, samples=4, device="cpu", early_stop=False)
+    one = reconstruct(low, **common)
+    two = reconstruct(low, restarts=2, **common)
+    assert one.settings["restarts"] == 1 and two.settings["restarts"] == two.settings["restarts_done"] == 2
+    assert two.samples.shape == (4, 32, 32) and len(two.losses["dip/data"]) == 40  # iterates 10 and 20 of each
+    np.testing.assert_array_equal(two.samples[:2], one.samples)  # restart 0 is the single run of that seed
+    assert not np.allclose(two.mean, one.mean)
+    np.testing.assert_allclose(two.std, two.samples.std(axis=0, ddof=1), rtol=1e-4, atol=1e-3)
+
+
+def test_restarts_default_per_method(tiny_prior, hu_image):
+    low = _down(hu_image, 4)
+    r = reconstruct(low, task="superres", factor=4, prior=tiny_prior, method="csgm", steps=1, device="cpu")
+    assert r.settings["restarts"] == 4 and len(r.settings["restart_data_fits"]) == 4
+
+
 def test_dip_picks_a_model_size_from_the_output(hu_image):
     from napari_brgm.engine.reconstruction import _dip_resolution
 

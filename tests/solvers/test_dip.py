@@ -7,7 +7,7 @@ import torch
 
 from napari_brgm.operators import make_operator
 from napari_brgm.solvers import DipConfig, Monitor, Problem, solve_dip
-from napari_brgm.solvers.dip import build_network
+from napari_brgm.solvers.dip import build_network, restart_seed
 
 
 def _problem(x, task="superres", **kw):
@@ -65,3 +65,37 @@ def test_dip_refuses_sizes_its_network_cannot_halve_four_times(truth):
     A = make_operator("denoise", sigma=0.1)
     with pytest.raises(ValueError, match="multiples of 16"):
         solve_dip(Problem(None, A, torch.zeros(1, 1, 24, 24)), DipConfig(steps=1), seed=0, image_hw=(24, 24))
+
+
+def test_restarts_average_independent_networks_and_report_progress_over_all_of_them(truth):
+    _, x = truth
+    problem = _problem(x, factor=4)
+    cfg = DipConfig(steps=15, early_stop=False, samples=5, sample_every=5, restarts=3)
+    seen = []
+    out = solve_dip(problem, cfg, seed=2, image_hw=(32, 32), monitor=Monitor(progress=lambda *a: seen.append(a[1:3])))
+    single = DipConfig(steps=15, early_stop=False, samples=2, sample_every=5)
+    singles = [solve_dip(problem, single, seed=restart_seed(2, r), image_hw=(32, 32)) for r in range(3)]
+    torch.testing.assert_close(out.image, torch.stack([s.image for s in singles]).mean(0), rtol=0, atol=1e-6)
+    torch.testing.assert_close(out.samples, torch.cat([s.samples for s in singles]), rtol=0, atol=0)
+    assert out.restarts_done == 3 and len(out.losses["data"]) == 45 and not out.stopped
+    assert seen == [(step, 45) for step in range(1, 46)]
+    errors = [((s.image - x) ** 2).mean().item() for s in singles]
+    assert ((out.image - x) ** 2).mean().item() < max(errors)  # the mean of the restarts beats the worst of them
+
+
+def test_restart_streams_differ_between_seeds_and_restarts():
+    streams = {restart_seed(seed, r) for seed in range(4) for r in range(4)}
+    assert len(streams) == 16 and restart_seed(5, 0) == 5
+
+
+def test_cancel_in_a_later_restart_returns_the_mean_of_those_fitted_so_far(truth):
+    _, x = truth
+    problem = _problem(x, factor=4)
+    seen = []
+    monitor = Monitor(progress=lambda *a: seen.append(a), should_stop=lambda: len(seen) >= 13, preview_every=1)
+    out = solve_dip(problem, DipConfig(steps=10, early_stop=False, restarts=3), seed=0, image_hw=(32, 32),
+                    monitor=monitor)
+    first = solve_dip(problem, DipConfig(steps=10, early_stop=False), seed=0, image_hw=(32, 32))
+    assert out.stopped and out.restarts_done == 2 and len(out.losses["data"]) == 13
+    assert not torch.allclose(out.image, first.image)
+    torch.testing.assert_close(seen[-1][4], out.image, rtol=0, atol=1e-6)  # the preview is the running mean

@@ -257,13 +257,16 @@ def test_the_method_box_offers_every_method_and_dip_runs_without_a_prior(docked,
     widget.method_combo.setCurrentIndex(widget.method_combo.findData("dip"))
     assert not widget.prior_combo.isEnabled() and widget.samples_spin.isEnabled()
     widget.back_project_check.setChecked(True)
-    widget.steps_spin.setValue(20)
+    widget.steps_spin.setValue(10)
     widget.samples_spin.setValue(2)
+    assert widget.restarts_spin.isEnabled() and widget.restarts_spin.text() == "default"
+    widget.restarts_spin.setValue(2)
 
     run = run_and_wait(widget, qtbot)
 
-    assert run.request.options["prior"] is None and run.plan == ["dip"]
-    assert run.result is not None and not run.result.partial
+    assert run.request.options["prior"] is None and run.plan == ["dip"] and run.request.options["restarts"] == 2
+    assert run.result is not None and not run.result.partial and run.result.settings["restarts_done"] == 2
+    assert run.total_steps == 20 == widget.progress_bar.maximum() == widget.progress_bar.value() == len(run.losses)
     assert [layer.name for layer in viewer.layers] == ["xr", "xr SRx2 DIP mean", "xr SRx2 DIP samples",
                                                        "xr SRx2 DIP uncertainty"]
     brgm = viewer.layers["xr SRx2 DIP mean"].metadata["brgm"]
@@ -276,6 +279,11 @@ def test_the_method_box_offers_every_method_and_dip_runs_without_a_prior(docked,
     choose_checkpoint(widget)
     request = widget.request()
     assert request.options["method"] == "iagan" and request.options["iagan_vi"] is True
+    assert request.options["restarts"] == 2 and reconstruction.stage_steps(request.options) == 10
+    widget.restarts_spin.setValue(0)
+    assert "restarts" not in widget.request().options
+    widget.method_combo.setCurrentIndex(widget.method_combo.findData("map"))
+    assert not widget.restarts_spin.isEnabled()
     assert request.label == "xr SRx2 IAGAN-VI" and reconstruction.stage_plan(request.options) == ["csgm", "iagan", "vi"]
 
 

@@ -33,7 +33,8 @@ def register(sub) -> None:
     p.add_argument("--back-project", action="store_true",
                    help="post-step x + A+(y - Ax): the result reproduces the measurement where observed")
     p.add_argument("--bp-eta", type=float, default=0.0, help="regularised back-projection eta (default 0: exact)")
-    p.add_argument("--restarts", type=int, default=4, help="random z restarts of csgm/iagan (batched)")
+    p.add_argument("--restarts", type=int, help="random starts: csgm/iagan keep the best fit (default 4, batched); "
+                   "dip averages independently fitted networks (default 1; each costs --steps steps)")
     p.add_argument("--iagan-vi", action="store_true", help="iagan: then variational inference around the adapted prior")
     p.add_argument("--vi-mode", choices=("elbo", "brgm"), default="elbo", help="VI objective (default: the ELBO)")
     p.add_argument("--steps", type=int, default=501, help="optimisation steps per stage (default: 501, as BRGM)")

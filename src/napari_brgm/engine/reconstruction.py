@@ -82,8 +82,7 @@ def reconstruct(
                         steps=int(steps), samples=int(samples), seed=int(seed), device=str(device), **options)
     settings.validate()
     image, missing = validate_inputs(image, mask, settings)
-    if settings.task != "superres":
-        settings.factor = 1
+    settings.resolve_defaults()
     dev = resolve_device(settings.device)
     kind = PRIOR_KINDS[settings.method]
     if kind is None:  # no prior: the model works at a size of its own
@@ -201,11 +200,12 @@ def _solve_iagan(problem: Problem, settings: Settings, sigma_y: float, monitor: 
 
 def _solve_dip(problem: Problem, settings: Settings, sigma_y: float, monitor: Monitor, plan, model) -> _Estimate:
     cfg = DipConfig(steps=settings.steps, lr=settings.dip_lr, input_noise=settings.dip_input_noise,
-                    ema=settings.dip_ema, early_stop=settings.early_stop, sigma_y=sigma_y, samples=settings.samples)
+                    ema=settings.dip_ema, early_stop=settings.early_stop, sigma_y=sigma_y, samples=settings.samples,
+                    restarts=settings.restarts)
     out = solve_dip(problem, cfg, seed=settings.seed, image_hw=plan.model_hw, monitor=monitor)
     return _Estimate(samples=out.samples, mean=out.image, spread=len(out.samples) > 1, map=None,
                      losses={f"dip/{k}": v for k, v in out.losses.items()}, partial=out.stopped,
-                     notes={"early_stopped_at": {"dip": out.early_stopped_at}})
+                     notes={"early_stopped_at": {"dip": out.early_stopped_at}, "restarts_done": out.restarts_done})
 
 
 def _solve_reddiff(problem: Problem, settings: Settings, sigma_y: float, monitor: Monitor, plan, model) -> _Estimate:

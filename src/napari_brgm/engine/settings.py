@@ -15,6 +15,7 @@ PRIOR_KINDS = {  # the kind of prior each method needs (napari_brgm.priors.prior
 }
 REDDIFF_WEIGHTINGS = ("linear", "sqrt", "square", "log", "clip", "const")  # solvers.reddiff.WEIGHTINGS (no torch here)
 DIP_RESOLUTIONS = (32, 64, 128, 256, 512)
+DEFAULT_RESTARTS = {"csgm": 4, "iagan": 4, "dip": 1}  # methods that use `restarts`; DIP's cost grows with it
 SR_FACTORS = range(2, 33)
 
 
@@ -41,7 +42,8 @@ class Settings:
     precision: str = "fp32"  # "fp32" (exact) or "bf16" (3×3 convolutions in bfloat16: faster on CPUs with bf16)
     back_project: bool = False  # every method: post-step x + A⁺(y − A·x), the result reproduces y where observed
     bp_eta: float = 0.0  # η of the regularised back-projection x + Aᵀ(AAᵀ + ηI)⁻¹(y − A·x); 0: exact
-    restarts: int = 4  # CSGM / IAGAN: random z starts, optimised in one batch; the best data fit is kept
+    restarts: int | None = None  # random starts (None: DEFAULT_RESTARTS). CSGM / IAGAN: z starts in one batch, the
+    # best data fit is kept; DIP: networks fitted in turn, their estimates averaged
     lambda_z: float = 0.001  # CSGM / IAGAN: weight of the Gaussian prior ‖z‖²
     iagan_lr: float = 1e-4  # IAGAN: Adam learning rate of the adaptive stage (z and synthesis weights)
     iagan_vi: bool = False  # IAGAN: then variational inference around the adapted generator (samples + std)
@@ -77,7 +79,7 @@ class Settings:
             raise ValueError(f"window width must be positive, got {self.window}")
         if not self.bp_eta >= 0:
             raise ValueError(f"bp_eta must be >= 0, got {self.bp_eta}")
-        if self.restarts < 1:
+        if self.restarts is not None and self.restarts < 1:
             raise ValueError(f"restarts must be at least 1, got {self.restarts}")
         if not self.lambda_z >= 0:
             raise ValueError(f"lambda_z must be >= 0, got {self.lambda_z}")
@@ -95,6 +97,13 @@ class Settings:
             raise ValueError(f"reddiff_weighting must be one of {REDDIFF_WEIGHTINGS}, got {self.reddiff_weighting!r}")
         if self.dip_resolution is not None and self.dip_resolution not in DIP_RESOLUTIONS:
             raise ValueError(f"dip_resolution must be one of {DIP_RESOLUTIONS}, got {self.dip_resolution!r}")
+
+    def resolve_defaults(self) -> None:
+        """Fill in the method-dependent defaults, so that the recorded settings say what ran."""
+        if self.task != "superres":
+            self.factor = 1
+        if self.restarts is None:
+            self.restarts = DEFAULT_RESTARTS.get(self.method, 1)
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -31,7 +31,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_brgm.engine import Progress, reconstruct
-from napari_brgm.engine.settings import PRIOR_KINDS
+from napari_brgm.engine.settings import DEFAULT_RESTARTS, PRIOR_KINDS
 from napari_brgm.priors import CheckpointError, builtin_priors, prior_kind
 from napari_brgm.widgets import layers as L
 from napari_brgm.widgets.loss_plot import LossPlot
@@ -52,6 +52,7 @@ METHODS = (  # (combo text, combo data); "iagan_vi" becomes method="iagan", iaga
     ("Normalizing flow (samples + uncertainty)", "flow"),
 )
 SPREAD_METHODS = ("vi", "iagan_vi", "dip", "reddiff", "flow")  # the methods that return samples and an uncertainty map
+RESTART_METHODS = ("csgm", "iagan", "iagan_vi", "dip")  # the methods with random starts (Settings.restarts)
 METHOD_FOR_KIND = {"stylegan2": "map", "diffusion": "reddiff", "flow": "flow"}  # after loading a prior of that kind
 
 
@@ -65,6 +66,12 @@ def stage_plan(options: dict) -> list[str]:
     if method == "flow":
         return ["flow", "flow-langevin"]
     return [method]
+
+
+def stage_steps(options: dict) -> int:
+    """Steps one stage reports at most: DIP counts the steps of all its restarts in one stage."""
+    restarts = options.get("restarts") or DEFAULT_RESTARTS.get(options["method"], 1)
+    return options["steps"] * (restarts if options["method"] == "dip" else 1)
 
 
 def _kind_of(method: str) -> str | None:
@@ -125,7 +132,7 @@ class Run(QObject):
 
     @property
     def total_steps(self) -> int:
-        return self.request.options["steps"] * len(self.plan)
+        return stage_steps(self.request.options) * len(self.plan)
 
     def seconds_left(self) -> float | None:
         """Remaining steps of this and the planned later stages at the rate seen so far."""
@@ -133,7 +140,7 @@ class Run(QObject):
             return None
         rate = (self.last.elapsed - self.first[1]) / (len(self.losses) - self.first[0])
         later = self.plan[self.plan.index(self.stage) + 1:] if self.stage in self.plan else []
-        return rate * (self.last.total - self.last.step + self.request.options["steps"] * len(later))
+        return rate * (self.last.total - self.last.step + stage_steps(self.request.options) * len(later))
 
     def status(self, ended: str | None = None) -> str:
         """'MAP 120/501 · ~45 s left' while running; 'VI 501/501 · finished' once `ended`."""
@@ -193,6 +200,10 @@ class ReconstructionWidget(QWidget):
         self.samples_spin = _spin(1, 256, 16, "Samples behind the uncertainty map: posterior samples (variational, "
                                                "flow), seeds (RED-Diff) or last iterates (Deep Image Prior)")
         self.seed_spin = _spin(0, 2**31 - 1, 0, "Seeds every random draw: same seed, same result")
+        self.restarts_spin = _spin(0, 64, 0, "Random starts: CSGM / IAGAN keep the best fit (default 4); Deep Image "
+                                             "Prior averages networks fitted one after another (default 1, each "
+                                             "costs the steps again)")
+        self.restarts_spin.setSpecialValueText("default")
         self.device_combo = QComboBox()
         for text, value in (("Auto (CUDA if present)", "auto"), ("CPU", "cpu"), ("CUDA", "cuda")):
             self.device_combo.addItem(text, value)
@@ -213,7 +224,7 @@ class ReconstructionWidget(QWidget):
         for label, field in (("Input", self.image_combo), ("", self.info), ("Task", self.task_combo),
                              ("Factor", self.factor_combo), ("Mask", mask_row), ("Prior", self.prior_combo),
                              ("Method", self.method_combo), ("", self.back_project_check),
-                             ("Steps", self.steps_spin),
+                             ("Steps", self.steps_spin), ("Restarts", self.restarts_spin),
                              ("Samples", self.samples_spin), ("Seed", self.seed_spin), ("Device", self.device_combo)):
             form.addRow(label, field)
         layout = QVBoxLayout(self)
@@ -290,6 +301,7 @@ class ReconstructionWidget(QWidget):
     def _on_method(self, *_) -> None:
         method = self.method_combo.currentData()
         self.samples_spin.setEnabled(method in SPREAD_METHODS)
+        self.restarts_spin.setEnabled(method in RESTART_METHODS)
         kind = _kind_of(method)
         self.prior_combo.setEnabled(kind is not None)  # Deep Image Prior uses no trained prior
         if kind is not None and kind != self._listed_kind:
@@ -407,6 +419,8 @@ class ReconstructionWidget(QWidget):
                    "method": "iagan" if method == "iagan_vi" else method, "steps": self.steps_spin.value(),
                    "samples": self.samples_spin.value(), "seed": self.seed_spin.value(),
                    "device": self.device_combo.currentData(), "back_project": self.back_project_check.isChecked()}
+        if method in RESTART_METHODS and self.restarts_spin.value():
+            options["restarts"] = self.restarts_spin.value()
         if method == "iagan_vi":
             options["iagan_vi"] = True
         return L.Request(layer_name=layer.name, slice_index=k, image=image, mask=mask, options=options)
