@@ -38,34 +38,10 @@ def _ms_per_step(run, steps: int) -> float:
     return (time.perf_counter() - t) / steps * 1e3
 
 
-def precision_check(steps: int) -> None:
-    """PSNR of fp32 and bf16 MAP reconstructions (×4 SR of a known G(w)) and their difference."""
-    from napari_brgm.engine.metrics import psnr
-
-    print(f"\nMAP ×4 SR, {steps} steps, official widths (channel_base 16384, max 512): fp32 vs bf16")
-    print(f"{'px':>4s} {'fp32 ms/step':>13s} {'bf16 ms/step':>13s} {'PSNR fp32':>10s} {'PSNR bf16':>10s} {'|diff| dB':>10s}")
-    for res in (64, 256):
-        torch.manual_seed(0)
-        cfg = GeneratorConfig(z_dim=512, w_dim=512, img_resolution=res, img_channels=1, channel_base=16384)
-        G = Generator(cfg).eval().requires_grad_(False)
-        x = G.synthesis(G.mapping(torch.randn(1, 512, generator=torch.Generator().manual_seed(1)), 0.7))
-        A = make_operator("superres", factor=4)
-        problem = Problem(G, A, A(x))
-        row = {}
-        for precision in ("fp32", "bf16"):
-            G.precision = precision
-            t = time.perf_counter()
-            out = solve_map(problem, MapConfig(steps=steps))
-            row[precision] = ((time.perf_counter() - t) / steps * 1e3, psnr(out.image[0, 0], x[0, 0]))
-        (t32, p32), (t16, p16) = row["fp32"], row["bf16"]
-        print(f"{res:4d} {t32:13.1f} {t16:13.1f} {p32:10.2f} {p16:10.2f} {abs(p32 - p16):10.3f}")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--steps", type=int, default=10, help="timed steps per measurement")
     ap.add_argument("--k", type=int, nargs="+", default=[4, 6, 8], help="VI samples per step")
-    ap.add_argument("--precision-steps", type=int, default=100, help="MAP steps of the fp32/bf16 check (0: skip)")
     ap.add_argument("--system-malloc", action="store_true", help="skip retain_freed_memory() (as a library caller)")
     args = ap.parse_args()
     if not args.system_malloc:
@@ -86,8 +62,6 @@ def main() -> None:
             print(f"{name:22s} {k:3d} {map_ms:12.1f} {vi_ms:11.1f} {vi_ms / map_ms:7.2f} {0.5 * k:5.1f} "
                   f"{map_ms * FULL_RUN / 1e3:10.1f} {(map_ms + vi_ms) * FULL_RUN / 1e3:13.1f}")
         del G, problem, x, res
-    if args.precision_steps:
-        precision_check(args.precision_steps)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,26 @@ def test_map_improves_superres_far_beyond_the_start_and_fits_the_data(tiny_gener
     assert out.losses["pixel"][-1] < 0.05 * out.losses["pixel"][0]
 
 
+def test_bf16_map_runs_its_first_steps_and_its_final_render_in_fp32(tiny_generator, truth, monkeypatch):
+    _, x = truth
+    problem = _problem(tiny_generator, "superres", x, factor=4)
+    exact = solve_map(problem, MapConfig(steps=6))
+    calls = []
+    forward = tiny_generator.synthesis.forward
+
+    def spy(ws, *args, precision=None, **kwargs):
+        calls.append(precision)
+        return forward(ws, *args, precision=precision, **kwargs)
+
+    monkeypatch.setattr(tiny_generator.synthesis, "forward", spy)
+    monkeypatch.setattr(tiny_generator, "precision", "bf16")
+    mixed = solve_map(problem, MapConfig(steps=10, fp32_warmup=0.3))
+    assert calls == ["fp32"] * 3 + [None] * 7 + ["fp32"]  # None: the generator's own precision, bf16
+    all_fp32 = solve_map(problem, MapConfig(steps=6, fp32_warmup=1.0))
+    torch.testing.assert_close(all_fp32.image, exact.image, rtol=0, atol=0)
+    assert not torch.equal(mixed.ws, solve_map(problem, MapConfig(steps=10, fp32_warmup=1.0)).ws)
+
+
 def test_brgm_map_loss_matches_the_reference_formula(tiny_generator, truth):
     """BRGM's loss computed literally as in bayesmap_recon.py: 0..255 images, mean pixel term, etc."""
     G = tiny_generator
