@@ -93,12 +93,14 @@ def test_dip_needs_no_prior_and_writes_mean_std_samples(tmp_path):
     iio.imwrite(tmp_path / "img.png", image)
     out = tmp_path / "out"
     assert main(["reconstruct", str(tmp_path / "img.png"), "--task", "superres", "--factor", "2", "--method", "dip",
-                 "--steps", "20", "--samples", "2", "--back-project", "--device", "cpu", "--out", str(out)]) == 0
+                 "--steps", "10", "--samples", "2", "--restarts", "2", "--back-project", "--device", "cpu",
+                 "--out", str(out)]) == 0
     assert nib.load(out / "mean.nii.gz").shape == (32, 32, 1)
     assert nib.load(out / "std.nii.gz").shape == (32, 32, 1)
-    assert nib.load(out / "samples.nii.gz").shape == (32, 32, 1, 2)
+    assert nib.load(out / "samples.nii.gz").shape == (32, 32, 1, 2)  # the last iterate of each restart
     summary = json.loads((out / "summary.json").read_text())
     assert summary["settings"]["method"] == "dip" and summary["settings"]["back_project"] is True
+    assert summary["settings"]["restarts"] == summary["settings"]["restarts_done"] == 2
     assert summary["settings"]["prior_path"] is None and "dip/data" in summary["final_losses"]
 
 
