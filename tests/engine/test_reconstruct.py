@@ -131,3 +131,18 @@ def test_bf16_precision_is_applied_per_run_and_stays_close_to_fp32(tiny_prior, t
     np.testing.assert_array_equal(again.mean, exact.mean)
     with pytest.raises(ValueError, match="precision"):
         reconstruct(low, precision="fp8", **kw)
+
+
+def test_a_run_holds_the_allocator_setting_only_while_it_runs(tiny_prior, hu_image, monkeypatch):
+    from napari_brgm.priors import cpu
+
+    calls = []
+    monkeypatch.setattr(cpu, "retain_freed_memory", lambda: calls.append("retain"))
+    monkeypatch.setattr(cpu, "release_freed_memory", lambda: calls.append("release"))
+    held = []
+    reconstruct(_down(hu_image, 4), task="superres", factor=4, prior=tiny_prior, steps=2, device="cpu",
+                progress=lambda p: held.append(cpu._holders))
+    assert held == [1, 1] and calls == ["retain", "release"] and cpu._holders == 0
+    with pytest.raises(ValueError):  # refused before any work: nothing held
+        reconstruct(hu_image, task="superres", factor=3, prior=tiny_prior, device="cpu")
+    assert calls == ["retain", "release"]

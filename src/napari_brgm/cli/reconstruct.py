@@ -92,9 +92,6 @@ def _run(args) -> int:
     from napari_brgm.cli.panel import write_panel
     from napari_brgm.engine import reconstruct
     from napari_brgm.io import load_image, save_nifti
-    from napari_brgm.priors.cpu import retain_freed_memory
-
-    retain_freed_memory()  # this process is ours: keep large freed blocks for the next (batched) step
 
     image = load_image(args.input)
     geometry = _slice_of(image, args.slice_index)
