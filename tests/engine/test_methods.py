@@ -143,3 +143,9 @@ def test_cancel_returns_within_a_step_with_a_partial_result(tiny_prior, hu_image
 def test_bad_method_options_raise_before_any_work(hu_image, kwargs, message):
     with pytest.raises(ValueError, match=message):
         reconstruct(hu_image, task="denoise", **kwargs)
+
+
+def test_dip_says_its_working_size_when_the_input_is_far_too_large():
+    big = np.tile(np.arange(920, dtype=np.float32), (977, 1))
+    with pytest.raises(ValueError, match=r"Deep Image Prior's working size \(dip_resolution 256\).*crop a region"):
+        reconstruct(big, task="superres", factor=2, method="dip", device="cpu")

@@ -220,7 +220,8 @@ class FitPlan:
         return out.reshape(*lead, *self.output_hw).cpu().numpy()
 
 
-def plan_fit(input_hw: tuple[int, int], resolution: int, factor: int = 1, mode: str = "auto") -> FitPlan:
+def plan_fit(input_hw: tuple[int, int], resolution: int, factor: int = 1, mode: str = "auto",
+             model: str = "the prior's") -> FitPlan:
     """Plan how an input of size `input_hw` meets a prior of resolution R (see the module docstring).
 
     factor 1 = inpainting/denoising, 2–32 = super-resolution (R must be divisible by it).
@@ -228,6 +229,7 @@ def plan_fit(input_hw: tuple[int, int], resolution: int, factor: int = 1, mode: 
     fit; "resize" always scales the longer side to the model-domain size (enlarging small inputs
     too, which helps a prior trained on full-field images). Raises ValueError for invalid sizes,
     factors the prior does not allow, and inputs more than MAX_OVERSIZE× the model-domain size.
+    `model` names the model-domain size's owner in those messages.
     """
     if mode not in FIT_MODES:
         raise ValueError(f"fit mode must be one of {FIT_MODES}, got {mode!r}")
@@ -249,11 +251,11 @@ def plan_fit(input_hw: tuple[int, int], resolution: int, factor: int = 1, mode: 
     fits = h <= target and w <= target
     if max(h, w) > MAX_OVERSIZE * target:
         raise ValueError(
-            f"input {h}x{w} is far larger than the prior's {what} (at most {MAX_OVERSIZE * target} on a side): "
+            f"input {h}x{w} is far larger than {model} {what} (at most {MAX_OVERSIZE * target} on a side): "
             "crop a region of interest" + (" or use a smaller factor" if factor > 1 else "")
         )
     if mode == "pad" and not fits:
-        raise ValueError(f"input {h}x{w} does not fit the prior's {what}; use fit mode 'auto' or 'resize'")
+        raise ValueError(f"input {h}x{w} does not fit {model} {what}; use fit mode 'auto' or 'resize'")
     if mode == "resize" or not fits:
         s = target / max(h, w)
         fitted = (min(target, max(1, _round(h * s))), min(target, max(1, _round(w * s))))

@@ -95,7 +95,8 @@ def reconstruct(
         if kind == "stylegan2":
             model.precision = settings.precision  # the cached generator serves every run: set it each time
         resolution, channels = model.img_resolution, model.img_channels
-    plan = plan_fit(image.shape, resolution, factor=settings.factor, mode=settings.fit)
+    plan = plan_fit(image.shape, resolution, factor=settings.factor, mode=settings.fit,
+                    model="the prior's" if kind else f"Deep Image Prior's working size (dip_resolution {resolution}):")
 
     imap = (IntensityMap.from_window(*settings.window) if settings.window
             else IntensityMap.from_percentiles(image, mask=missing))
