@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from napari_brgm.priors.modelfile import ConfiguredImageSize, load_model, save_model
+
 FORMAT_VERSION = "1"
 SCHEDULES = ("linear_beta", "scaled_linear_beta", "cosine")
 CLIP = 1.5  # |x_0| bound used by the sampler: slices are normalised to [-1, 1] at the 0.5/99.5 percentiles
@@ -60,7 +62,7 @@ class DiffusionConfig:
         return cls(**d)
 
 
-class DiffusionPrior(torch.nn.Module):
+class DiffusionPrior(ConfiguredImageSize, torch.nn.Module):
     """ε̂(x_t, t) and the schedule ᾱ_t; images [N, C, R, R] in model units (≈ [-1, 1])."""
 
     def __init__(self, config: DiffusionConfig) -> None:
@@ -73,14 +75,6 @@ class DiffusionPrior(torch.nn.Module):
             channels=config.widths, attention_levels=config.attention, num_res_blocks=config.res_blocks,
             norm_num_groups=config.norm_groups, num_head_channels=config.head_channels)
         self.register_buffer("alphas_cumprod", self.scheduler().alphas_cumprod.float(), persistent=False)
-
-    @property
-    def img_resolution(self) -> int:
-        return self.config.resolution
-
-    @property
-    def img_channels(self) -> int:
-        return self.config.channels
 
     @property
     def timesteps(self) -> int:
@@ -121,14 +115,10 @@ class DiffusionPrior(torch.nn.Module):
 
 def save_diffusion(model: DiffusionPrior, path, dtype: torch.dtype = torch.float32):
     """Write `model` in our safetensors format (config in the metadata; weights in `dtype`)."""
-    from napari_brgm.priors.modelfile import save_model
-
     return save_model(path, "diffusion", FORMAT_VERSION, model.config.to_dict(), model, dtype=dtype)
 
 
 def load_diffusion(path, device="cpu") -> DiffusionPrior:
     """A frozen eval-mode diffusion prior from our safetensors file or a built-in name."""
-    from napari_brgm.priors.modelfile import load_model
-
     model, _meta = load_model(path, "diffusion", lambda cfg: DiffusionPrior(DiffusionConfig.from_dict(cfg)), device)
     return model

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from napari_brgm.priors.modelfile import ConfiguredImageSize, load_model, save_model
+
 FORMAT_VERSION = "1"
 LOG_2PI = math.log(2 * math.pi)
 MIN_INIT_STD = 1e-3  # actnorm never scales by more than 1/this at initialisation
@@ -208,7 +210,7 @@ class GaussianSplit(nn.Module):
         return torch.cat([kept, mean + eps * logs.exp()], 1)
 
 
-class Glow(nn.Module):
+class Glow(ConfiguredImageSize, nn.Module):
     """x [N, C, R, R] ↔ whitened latents z [N, D] with prior N(0, I); see the module docstring."""
 
     def __init__(self, config: GlowConfig) -> None:
@@ -228,14 +230,6 @@ class Glow(nn.Module):
         self.latent_shapes.append((c, r, r))
         self.top_mean = nn.Parameter(torch.zeros(1, c, r, r))
         self.top_logs = nn.Parameter(torch.zeros(1, c, r, r))
-
-    @property
-    def img_resolution(self) -> int:
-        return self.config.resolution
-
-    @property
-    def img_channels(self) -> int:
-        return self.config.channels
 
     @property
     def z_dim(self) -> int:
@@ -308,8 +302,6 @@ def bits_per_dim(model: Glow, x: torch.Tensor, bins: int = 256) -> torch.Tensor:
 
 def save_flow(model: Glow, path, dtype: torch.dtype = torch.float32):
     """Write `model` in our safetensors format (config in the metadata; weights in `dtype`)."""
-    from napari_brgm.priors.modelfile import save_model
-
     if not model.initialized:
         raise ValueError("the flow's actnorm layers are not initialised yet (run a training batch first)")
     return save_model(path, "flow", FORMAT_VERSION, model.config.to_dict(), model, dtype=dtype)
@@ -317,7 +309,5 @@ def save_flow(model: Glow, path, dtype: torch.dtype = torch.float32):
 
 def load_flow(path, device="cpu") -> Glow:
     """A frozen eval-mode flow prior from our safetensors file or a built-in name."""
-    from napari_brgm.priors.modelfile import load_model
-
     model, _meta = load_model(path, "flow", lambda cfg: Glow(GlowConfig.from_dict(cfg)), device)
     return model

@@ -20,6 +20,18 @@ KINDS = ("stylegan2", "diffusion", "flow")
 _FORMAT_PREFIX = "napari-brgm/"
 
 
+class ConfiguredImageSize:
+    """`img_resolution` / `img_channels` (what the engine reads from every prior) from `config.resolution` / `.channels`."""
+
+    @property
+    def img_resolution(self) -> int:
+        return self.config.resolution
+
+    @property
+    def img_channels(self) -> int:
+        return self.config.channels
+
+
 def prior_kind(path) -> str:
     """"stylegan2", "diffusion" or "flow" — from the safetensors metadata; pickles are StyleGAN2."""
     from napari_brgm.priors.builtin import resolve_prior
