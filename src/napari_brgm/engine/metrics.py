@@ -1,7 +1,7 @@
 """Image-quality figures (PSNR, SSIM by MONAI's metrics) and pixel-wise uncertainty metrics.
 
 The uncertainty metrics are numpy in, float out, and follow §2 of the developer reference
-../shared/docs/uq-calibration.md; torch is imported only by PSNR/SSIM, so calibration code can import this module cheaply.
+../shared/docs/uq-calibration.md; torch is imported only by PSNR/SSIM, so calibration code imports this cheaply.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def coverage(truth, lower, upper, mask=None) -> float:
 
 
 def interval_width(lower, upper, mask=None) -> float:
-    """Mean interval width (MPIW) = mean(upper − lower); report it next to coverage, a wide interval covers trivially."""
+    """Mean interval width (MPIW) = mean(upper − lower): report it next to coverage, a wide interval covers."""
     lo, hi = _select(lower, upper, mask=mask)
     return float(np.mean(hi - lo))
 
