@@ -100,7 +100,7 @@ def test_dip_needs_no_prior_and_writes_mean_std_samples(tmp_path):
     assert nib.load(out / "samples.nii.gz").shape == (32, 32, 1, 2)  # the last iterate of each restart
     summary = json.loads((out / "summary.json").read_text())
     assert summary["settings"]["method"] == "dip" and summary["settings"]["back_project"] is True
-    assert summary["settings"]["restarts"] == summary["settings"]["restarts_done"] == 2
+    assert summary["settings"]["method_options"]["restarts"] == summary["settings"]["restarts_done"] == 2
     assert summary["settings"]["prior_path"] is None and "dip/data" in summary["final_losses"]
 
 
