@@ -38,6 +38,11 @@ class OptionInfo:
     above: float | None
     below: float | None
 
+    @property
+    def default_text(self) -> str:
+        """The default as --help, the widget and the docs show it (floats in %g form)."""
+        return f"{self.default:g}" if isinstance(self.default, float) else str(self.default)
+
 
 @dataclass
 class Options:
