@@ -43,6 +43,14 @@ class OptionInfo:
         """The default as --help, the widget and the docs show it (floats in %g form)."""
         return f"{self.default:g}" if isinstance(self.default, float) else str(self.default)
 
+    @property
+    def allowed_text(self) -> str:
+        """The allowed values: the choices, or the range of a number ("" when any value is allowed)."""
+        if self.choices is not None:
+            return ", ".join(repr(c) if isinstance(c, str) else str(c) for c in self.choices)
+        bounds = [(self.minimum, "≥"), (self.above, ">"), (self.below, "<")]
+        return ", ".join(f"{sign} {bound:g}" for bound, sign in bounds if bound is not None)
+
 
 @dataclass
 class Options:

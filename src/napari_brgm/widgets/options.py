@@ -75,7 +75,8 @@ class AdvancedOptions(QWidget):
                     continue
 
     def _control(self, info: OptionInfo) -> QWidget:
-        tip = f"{info.help} (default {info.default_text})"
+        allowed = f"; allowed: {info.allowed_text}" if info.allowed_text and info.choices is None else ""
+        tip = f"{info.help} (default {info.default_text}{allowed})"
         if info.type is bool:
             return QCheckBox(checked=bool(info.default), toolTip=tip)
         if info.choices is not None:
