@@ -45,6 +45,7 @@ def test_flat_options_land_in_the_chosen_task_and_method_options():
     assert s.method_options == DipOptions(restarts=3, dip_lr=0.02) and s.task_options.sr_kind == "bicubic"
     assert s.seed == 7 and s.as_dict()["method_options"]["restarts"] == 3
     assert Settings(method="csgm").method_options.restarts == 4  # constructed directly: the method's defaults
+    assert Settings.from_flat(method="csgm", restarts=None).method_options.restarts == 4  # None: the default
     with pytest.raises(ValueError, match="mc_samples must be at least 1"):
         Settings.from_flat(method="vi", mc_samples=0).validate()
     with pytest.raises(TypeError, match="method_options must be a DipOptions, got IaganOptions"):

@@ -92,5 +92,12 @@ def describe(cls: type[Options]) -> tuple[OptionInfo, ...]:
     return tuple(infos)
 
 
+def build(cls: type[Options], given: dict) -> Options:
+    """`cls` from the values in `given` that are its fields; None for a field that takes no None means its default
+    (as `restarts=None` always did)."""
+    return cls(**{info.name: given[info.name] for info in describe(cls)
+                  if info.name in given and (given[info.name] is not None or info.optional)})
+
+
 def names(cls: type[Options]) -> tuple[str, ...]:
     return tuple(info.name for info in describe(cls))

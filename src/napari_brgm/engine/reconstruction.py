@@ -240,9 +240,8 @@ def _solve_flow(problem: Problem, settings: Settings, sigma_y: float, monitor: M
                      losses={f"flow/{k}": v for k, v in out.losses.items()}, partial=out.stopped)
 
 
-_SOLVERS = {"map": _solve_brgm,  # the solver of each method of engine.methods.METHOD_SPECS
-            "vi": _solve_brgm, "csgm": _solve_csgm, "iagan": _solve_iagan, "dip": _solve_dip,
-            "reddiff": _solve_reddiff, "flow": _solve_flow}
+_SOLVERS = {"map": _solve_brgm, "vi": _solve_brgm, "csgm": _solve_csgm, "iagan": _solve_iagan, "dip": _solve_dip,
+            "reddiff": _solve_reddiff, "flow": _solve_flow}  # one for each method of engine.methods.METHOD_SPECS
 
 
 def _dip_resolution(input_hw: tuple[int, int], factor: int, requested: int | None) -> int:

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, fields, replace
 import numpy as np
 
 from napari_brgm.engine.methods import DEFAULT_RESTARTS, METHOD_SPECS, METHODS, PRIOR_KINDS
-from napari_brgm.engine.options import Options, names
+from napari_brgm.engine.options import Options, build, names
 from napari_brgm.engine.tasks import TASK_SPECS, TASKS
 
 __all__ = ["DEFAULT_RESTARTS", "METHODS", "PRIOR_KINDS", "TASKS", "OptionError", "Settings", "owners",
@@ -72,8 +72,7 @@ class Settings:
         stray = [k for k in options if k not in COMMON and k not in names(task_cls) + names(method_cls)]
         if stray:
             raise OptionError("; ".join(_not_here(k, common) for k in stray))
-        return replace(common, task_options=task_cls(**{k: options[k] for k in names(task_cls) if k in options}),
-                       method_options=method_cls(**{k: options[k] for k in names(method_cls) if k in options}))
+        return replace(common, task_options=build(task_cls, options), method_options=build(method_cls, options))
 
     @classmethod
     def from_dict(cls, recorded: dict) -> Settings:
@@ -129,7 +128,7 @@ class Settings:
         return asdict(self)
 
 
-COMMON = frozenset(f.name for f in fields(Settings)) - {"task_options", "method_options"}  # reconstruct's own
+COMMON = tuple(f.name for f in fields(Settings) if f.name not in ("task_options", "method_options"))  # every run's
 
 
 def owners(option: str) -> dict[str, list[str]]:
