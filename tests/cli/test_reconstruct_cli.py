@@ -118,17 +118,11 @@ def test_builtin_diffusion_and_flow_priors_run_offline_from_the_cli(small_brain,
 
 
 def test_help_lists_every_task_and_method_option_from_its_dataclass_without_importing_torch():
-    import subprocess
-    import sys
-
     from napari_brgm.cli.reconstruct import OPTIONS
+    from tests.cli.help import subcommand_help
 
-    code = ("import sys, argparse; from napari_brgm.cli import reconstruct; p = argparse.ArgumentParser(); "
-            "sub = p.add_subparsers(); reconstruct.register(sub); h = sub.choices['reconstruct'].format_help(); "
-            "print('torch' in sys.modules); print(h)")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    first, _, help_text = res.stdout.partition("\n")
-    assert first == "False"
+    imported_torch, help_text = subcommand_help("reconstruct")
+    assert not imported_torch
     flat = " ".join(help_text.split())
     assert "--dip-input-noise" in flat and "dip: std of the noise added to the fixed input each step" in flat
     assert "csgm, iagan: random z starts" in flat and "(default 4); dip: networks fitted" in flat
