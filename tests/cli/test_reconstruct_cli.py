@@ -100,7 +100,7 @@ def test_dip_needs_no_prior_and_writes_mean_std_samples(tmp_path):
     assert nib.load(out / "samples.nii.gz").shape == (32, 32, 1, 2)  # the last iterate of each restart
     summary = json.loads((out / "summary.json").read_text())
     assert summary["settings"]["method"] == "dip" and summary["settings"]["back_project"] is True
-    assert summary["settings"]["restarts"] == summary["settings"]["restarts_done"] == 2
+    assert summary["settings"]["method_options"]["restarts"] == summary["settings"]["restarts_done"] == 2
     assert summary["settings"]["prior_path"] is None and "dip/data" in summary["final_losses"]
 
 
@@ -115,3 +115,32 @@ def test_builtin_diffusion_and_flow_priors_run_offline_from_the_cli(small_brain,
     assert summary["settings"]["prior"] is None and summary["settings"]["prior_path"].endswith(
         {"reddiff": "brain-t1-64-ddpm.safetensors", "flow": "brain-t1-64-glow.safetensors"}[method])
     assert nib.load(out / "std.nii.gz").shape == (22, 27, 1)
+
+
+def test_help_lists_every_task_and_method_option_from_its_dataclass_without_importing_torch():
+    from napari_brgm.cli.reconstruct import OPTIONS
+    from tests.cli.help import subcommand_help
+
+    imported_torch, help_text = subcommand_help("reconstruct")
+    assert not imported_torch
+    flat = " ".join(help_text.split())
+    assert "--dip-input-noise" in flat and "dip: std of the noise added to the fixed input each step" in flat
+    assert "csgm, iagan: random z starts" in flat and "(default 4); dip: networks fitted" in flat
+    for name, found in OPTIONS.items():
+        assert "--" + name.replace("_", "-") in flat
+        assert all(" ".join(info.help.split()) in flat for _, info in found), name
+
+
+def test_a_method_option_reaches_the_run_and_one_of_another_method_is_refused(tmp_path, capsys):
+    import imageio.v3 as iio
+
+    iio.imwrite(tmp_path / "img.png", (np.random.default_rng(2).random((16, 16)) * 4000).astype(np.uint16))
+    common = [str(tmp_path / "img.png"), "--task", "denoise", "--steps", "2", "--device", "cpu"]
+    assert main(["reconstruct", *common, "--method", "dip", "--dip-ema", "0.5", "--no-early-stop",
+                 "--out", str(tmp_path / "dip")]) == 0
+    options = json.loads((tmp_path / "dip" / "summary.json").read_text())["settings"]["method_options"]
+    assert options["dip_ema"] == 0.5 and options["early_stop"] is False and options["dip_lr"] == 0.01
+    assert main(["reconstruct", *common, "--method", "map", "--restarts", "3", "--out", str(tmp_path / "map")]) == 2
+    err = capsys.readouterr().err
+    assert "restarts is an option of methods 'csgm', 'iagan', 'dip', not of method 'map'" in err
+    assert "Traceback" not in err and not (tmp_path / "map").exists()

@@ -97,7 +97,8 @@ def test_dip_restarts_average_into_the_mean_and_their_iterates_give_the_spread(h
     common = dict(task="superres", factor=4, method="dip", steps=20, samples=4, device="cpu", early_stop=False)
     one = reconstruct(low, **common)
     two = reconstruct(low, restarts=2, **common)
-    assert one.settings["restarts"] == 1 and two.settings["restarts"] == two.settings["restarts_done"] == 2
+    assert one.settings["method_options"]["restarts"] == 1
+    assert two.settings["method_options"]["restarts"] == two.settings["restarts_done"] == 2
     assert two.samples.shape == (4, 32, 32) and len(two.losses["dip/data"]) == 40  # iterates 10 and 20 of each
     np.testing.assert_array_equal(two.samples[:2], one.samples)  # restart 0 is the single run of that seed
     assert not np.allclose(two.mean, one.mean)
@@ -107,7 +108,7 @@ def test_dip_restarts_average_into_the_mean_and_their_iterates_give_the_spread(h
 def test_restarts_default_per_method(tiny_prior, hu_image):
     low = _down(hu_image, 4)
     r = reconstruct(low, task="superres", factor=4, prior=tiny_prior, method="csgm", steps=1, device="cpu")
-    assert r.settings["restarts"] == 4 and len(r.settings["restart_data_fits"]) == 4
+    assert r.settings["method_options"]["restarts"] == 4 and len(r.settings["restart_data_fits"]) == 4
 
 
 def test_dip_picks_a_model_size_from_the_output(hu_image):
@@ -133,7 +134,6 @@ def test_cancel_returns_within_a_step_with_a_partial_result(tiny_prior, hu_image
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(method="map", iagan_vi=True), "iagan_vi"),
         (dict(method="dip", dip_resolution=48), "dip_resolution"),
         (dict(bp_eta=-1.0), "bp_eta"),
         (dict(method="csgm", restarts=0), "restarts"),

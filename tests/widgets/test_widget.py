@@ -259,8 +259,8 @@ def test_the_method_box_offers_every_method_and_dip_runs_without_a_prior(docked,
     widget.back_project_check.setChecked(True)
     widget.steps_spin.setValue(10)
     widget.samples_spin.setValue(2)
-    assert widget.restarts_spin.isEnabled() and widget.restarts_spin.text() == "default"
-    widget.restarts_spin.setValue(2)
+    assert widget.advanced.value("restarts") == 1  # Deep Image Prior's default
+    widget.advanced.set_value("restarts", 2)
 
     run = run_and_wait(widget, qtbot)
 
@@ -280,10 +280,10 @@ def test_the_method_box_offers_every_method_and_dip_runs_without_a_prior(docked,
     request = widget.request()
     assert request.options["method"] == "iagan" and request.options["iagan_vi"] is True
     assert request.options["restarts"] == 2 and reconstruction.stage_steps(request.options) == 10
-    widget.restarts_spin.setValue(0)
+    widget.advanced.set_value("restarts", 4)  # IAGAN's default: not passed
     assert "restarts" not in widget.request().options
     widget.method_combo.setCurrentIndex(widget.method_combo.findData("map"))
-    assert not widget.restarts_spin.isEnabled()
+    assert "restarts" not in widget.advanced.controls
     assert request.label == "xr SRx2 IAGAN-VI" and reconstruction.stage_plan(request.options) == ["csgm", "iagan", "vi"]
 
 
@@ -327,3 +327,49 @@ def test_loading_a_diffusion_or_flow_prior_switches_the_method_and_runs(docked, 
     widget.method_combo.setCurrentIndex(widget.method_combo.findData("map"))  # GAN methods list GAN priors only
     listed = [widget.prior_combo.itemData(i) for i in range(widget.prior_combo.count())]
     assert path not in listed and listed[-1] is None
+
+
+def test_the_advanced_group_shows_exactly_the_chosen_task_and_method_options(docked):
+    from napari_brgm.engine.methods import METHOD_SPECS
+    from napari_brgm.engine.options import names
+    from napari_brgm.engine.tasks import TASK_SPECS
+
+    _, widget = docked
+    assert not widget.advanced.body.isVisibleTo(widget)  # closed at first
+    widget.advanced.toggle.click()
+    assert widget.advanced.body.isVisibleTo(widget)
+    for task in ("superres", "inpaint"):
+        widget.task_combo.setCurrentIndex(widget.task_combo.findData(task))
+        for i in range(widget.method_combo.count()):
+            widget.method_combo.setCurrentIndex(i)
+            entry = widget.method_combo.itemData(i)
+            method = "iagan" if entry == "iagan_vi" else entry
+            expected = [*names(TASK_SPECS[task].options), *(n for n in names(METHOD_SPECS[method].options)
+                                                            if n != "iagan_vi")]
+            assert list(widget.advanced.controls) == expected, entry
+            assert widget.advanced.values() == {}  # untouched: every option at its default
+    widget.method_combo.setCurrentIndex(widget.method_combo.findData("dip"))
+    noise = widget.advanced.controls["dip_input_noise"]
+    assert "std of the noise added to the fixed input" in noise.toolTip() and noise.text() == "0.0333333"
+    assert widget.advanced.value("dip_input_noise") == 1 / 30  # the exact default, not the shown digits
+
+
+def test_options_set_in_the_advanced_group_reach_the_run(docked, qtbot, tiny_prior, notes):
+    viewer, widget = docked
+    viewer.add_image(np.random.default_rng(6).random((8, 8), dtype=np.float32) * 100, name="adv")
+    choose_checkpoint(widget)
+    widget.method_combo.setCurrentIndex(widget.method_combo.findData("csgm"))
+    widget.steps_spin.setValue(2)
+    widget.advanced.set_value("sr_kind", "bicubic")
+    widget.advanced.set_value("restarts", 2)
+    widget.advanced.controls["lambda_z"].setText("abc")
+    widget.run_button.click()
+    assert widget.runs == {} and any("lambda_z must be a number, got 'abc'" in note for note in notes)
+    widget.advanced.controls["lambda_z"].setText("0.01")
+
+    run = run_and_wait(widget, qtbot)
+
+    assert run.request.options["restarts"] == 2 and run.request.options["lambda_z"] == 0.01
+    settings = run.result.settings
+    assert settings["method_options"] == {"restarts": 2, "lambda_z": 0.01}
+    assert settings["task_options"] == {"sr_kind": "bicubic"} and len(settings["restart_data_fits"]) == 2

@@ -9,44 +9,83 @@ the optimisation and still writes the partial result.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from dataclasses import replace
 from pathlib import Path
 
-METHODS = ("map", "vi", "csgm", "iagan", "dip", "reddiff", "flow")  # = engine.settings.METHODS, spelt out so that --help needs no torch
+from napari_brgm.engine.methods import METHOD_SPECS, METHODS
+from napari_brgm.engine.options import OptionInfo, describe
+from napari_brgm.engine.tasks import TASK_SPECS, TASKS
+
+
+def _registered_options() -> dict[str, list[tuple[str, OptionInfo]]]:
+    """Option name → (task or method, its field) for every task and method that has it."""
+    found: dict[str, list[tuple[str, OptionInfo]]] = {}
+    for specs in (TASK_SPECS, METHOD_SPECS):
+        for owner, spec in specs.items():
+            for info in describe(spec.options):
+                found.setdefault(info.name, []).append((owner, info))
+    return found
+
+
+OPTIONS = _registered_options()
+
+
+def _option_help(found: list[tuple[str, OptionInfo]]) -> str:
+    """'csgm, iagan: <help> (default 4); dip: <help> (default 1)': the owners that share a help text together.
+
+    A default of None is not repeated: the help says what None stands for.
+    """
+    by_help: dict[tuple[str, str], list[str]] = {}
+    for owner, info in found:
+        by_help.setdefault((info.help, "" if info.default is None else f" (default {info.default_text})"),
+                           []).append(owner)
+    text = "; ".join(f"{', '.join(owners)}: {help}{default}" for (help, default), owners in by_help.items())
+    return text.replace("%", "%%")
+
+
+def _add_option_flags(p: argparse.ArgumentParser) -> None:
+    """A flag for each task and method option (dest: the option's name), present in args only when given."""
+    group = p.add_argument_group("options of a task or a method",
+                                 "accepted with that task or method only (tables in docs/engine.md)")
+    for name, found in OPTIONS.items():
+        info = found[0][1]
+        kwargs = dict(dest=name, default=argparse.SUPPRESS, help=_option_help(found))
+        if info.type is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = info.type
+            if info.choices is not None:
+                kwargs["choices"] = [c for c in info.choices if c is not None]
+        group.add_argument("--" + name.replace("_", "-"), **kwargs)
 
 
 def register(sub) -> None:
     p = sub.add_parser("reconstruct", help="reconstruct a slice (super-resolution, inpainting, denoising)",
                        description=__doc__.split("\n\n")[0])
     p.add_argument("input", type=Path, help="DICOM file or series folder, NIfTI volume or PNG")
-    p.add_argument("--task", choices=("superres", "inpaint", "denoise"), default="superres")
+    p.add_argument("--task", choices=TASKS, default="superres",
+                   help="; ".join(f"{name}: {spec.description}" for name, spec in TASK_SPECS.items()))
     p.add_argument("--factor", type=int, default=4, help="super-resolution factor (2-32, divides the prior size)")
     p.add_argument("--mask", type=Path, help="inpainting mask image, same size as the slice; nonzero = MISSING")
     p.add_argument("--prior", help="built-in prior name or checkpoint path (.safetensors, StyleGAN2(-ADA) .pkl) "
                    "of the kind the method needs (default: the built-in one); not used by --method dip")
     p.add_argument("--method", choices=METHODS, default="map",
-                   help="map/vi: BRGM MAP estimate or variational posterior; csgm: latent z search with restarts; "
-                        "iagan: CSGM then generator fine-tuning; dip: Deep Image Prior (needs no prior); "
-                        "reddiff: RED-Diff with a diffusion prior; flow: latent search in a normalizing flow")
+                   help="; ".join(f"{name}: {spec.description}" for name, spec in METHOD_SPECS.items()))
     p.add_argument("--back-project", action="store_true",
                    help="post-step x + A+(y - Ax): the result reproduces the measurement where observed")
     p.add_argument("--bp-eta", type=float, default=0.0, help="regularised back-projection eta (default 0: exact)")
-    p.add_argument("--restarts", type=int, help="random starts: csgm/iagan keep the best fit (default 4, batched); "
-                   "dip averages independently fitted networks (default 1; each costs --steps steps)")
-    p.add_argument("--iagan-vi", action="store_true", help="iagan: then variational inference around the adapted prior")
-    p.add_argument("--vi-mode", choices=("elbo", "brgm"), default="elbo", help="VI objective (default: the ELBO)")
     p.add_argument("--steps", type=int, default=501, help="optimisation steps per stage (default: 501, as BRGM)")
     p.add_argument("--samples", type=int, default=16,
                    help="samples for the std: VI/flow posterior samples, reddiff seeds, dip iterates")
-    p.add_argument("--reddiff-lambda", type=float, default=0.25, help="reddiff: weight of the diffusion regulariser")
-    p.add_argument("--flow-gamma", type=float, default=1.0, help="flow: weight of the prior |z|^2/2 (1: exact posterior)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--slice", type=int, dest="slice_index", help="axial slice of a volume (default: the middle)")
     p.add_argument("--sigma-y", type=float, help="measurement noise std in input units (default: 2.5%% of range)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--out", type=Path, required=True, help="output folder (created)")
+    _add_option_flags(p)
     p.set_defaults(func=run)
 
 
@@ -73,12 +112,13 @@ def _mask_of(path: Path, shape, k: int | None):
 
 
 def run(args) -> int:
+    from napari_brgm.engine.settings import OptionError
     from napari_brgm.io import ReadError
     from napari_brgm.priors import CheckpointError
 
     try:
         return _run(args)
-    except (ReadError, CheckpointError, ValueError, FileNotFoundError) as exc:
+    except (ReadError, CheckpointError, OptionError, ValueError, FileNotFoundError) as exc:
         print(f"napari-brgm reconstruct: {exc}", file=sys.stderr)
         return 2
 
@@ -122,9 +162,8 @@ def _run(args) -> int:
         result = reconstruct(data, task=args.task, factor=args.factor, mask=mask, prior=args.prior,
                              method=args.method, steps=args.steps, samples=args.samples, seed=args.seed,
                              device=args.device, progress=progress, should_stop=lambda: interrupted,
-                             vi_mode=args.vi_mode, sigma_y=args.sigma_y, back_project=args.back_project,
-                             bp_eta=args.bp_eta, restarts=args.restarts, iagan_vi=args.iagan_vi,
-                             reddiff_lambda=args.reddiff_lambda, flow_gamma=args.flow_gamma)
+                             sigma_y=args.sigma_y, back_project=args.back_project, bp_eta=args.bp_eta,
+                             **{name: getattr(args, name) for name in OPTIONS if hasattr(args, name)})
     finally:
         signal.signal(signal.SIGINT, previous)
         for bar in bars.values():

@@ -19,6 +19,7 @@ import torch
 from napari_brgm.engine.devices import resolve_device
 from napari_brgm.engine.geometry import plan_fit
 from napari_brgm.engine.intensity import IntensityMap
+from napari_brgm.engine.methods import DipOptions, FlowOptions, IaganOptions, RedDiffOptions
 from napari_brgm.engine.result import Progress, Result
 from napari_brgm.engine.settings import PRIOR_KINDS, Settings, validate_inputs
 from napari_brgm.operators import MaskedOperator, make_operator
@@ -69,18 +70,17 @@ def reconstruct(
     it. Super-resolution outputs are `factor`× the input size.
     `progress` receives a `Progress` after every step; `should_stop()` is polled after every step
     and a cancelled run returns promptly with `Result.partial = True`. Further keyword options are
-    the fields of `Settings` (vi_mode, mc_samples, sigma_y, window, sr_kind, fit, lambda_c,
-    perceptual_weights, precision, back_project, bp_eta, restarts, lambda_z, iagan_lr, iagan_vi,
-    early_stop, dip_lr, dip_input_noise, dip_ema, dip_resolution, reddiff_lambda, reddiff_lr,
-    reddiff_weighting, flow_gamma, flow_langevin_steps). Invalid requests raise
-    ValueError before any heavy work.
+    the common fields of `Settings` (sigma_y, window, fit, precision, back_project, bp_eta) and the
+    options of the chosen task and method (`engine.tasks`, `engine.methods`; tables in
+    docs/engine.md); one of another method or task, or an unknown one, is a TypeError that says
+    whose it is. `Result.settings` records them nested ("task_options", "method_options"):
+    `reconstruct(image, **Settings.from_dict(result.settings).as_kwargs())` runs the same again.
+    Invalid requests raise ValueError before any heavy work.
     """
     started = time.perf_counter()
-    unknown = set(options) - set(Settings.__dataclass_fields__)
-    if unknown:
-        raise TypeError(f"unknown reconstruct option(s): {sorted(unknown)}")
-    settings = Settings(task=task, factor=int(factor), prior=None if prior is None else str(prior), method=method,
-                        steps=int(steps), samples=int(samples), seed=int(seed), device=str(device), **options)
+    settings = Settings.from_flat(task=task, factor=int(factor), prior=None if prior is None else str(prior),
+                                  method=method, steps=int(steps), samples=int(samples), seed=int(seed),
+                                  device=str(device), **options)
     settings.validate()
     image, missing = validate_inputs(image, mask, settings)
     settings.resolve_defaults()
@@ -88,7 +88,7 @@ def reconstruct(
     kind = PRIOR_KINDS[settings.method]
     if kind is None:  # no prior: the model works at a size of its own
         prior_path, model, channels = None, None, 1
-        resolution = _dip_resolution(image.shape, settings.factor, settings.dip_resolution)
+        resolution = _dip_resolution(image.shape, settings.factor, settings.method_options.dip_resolution)
     else:
         prior_path = _resolve_prior(settings.prior, kind)
         model = _load(str(prior_path), kind, dev)
@@ -145,14 +145,16 @@ class _Estimate:
 
 
 def _map_config(settings: Settings, device: torch.device) -> MapConfig:
-    return MapConfig(steps=settings.steps, lambda_c=settings.lambda_c if settings.lambda_c is not None
+    opts = settings.method_options  # map, vi, iagan: MapOptions, ViOptions, IaganOptions
+    return MapConfig(steps=settings.steps, lambda_c=opts.lambda_c if opts.lambda_c is not None
                      else MapConfig.default_lambda_c(settings.task, settings.factor),
-                     perceptual=_perceptual(settings.perceptual_weights, device))
+                     perceptual=_perceptual(opts.perceptual_weights, device))
 
 
 def _vi_config(settings: Settings, sigma_y: float, map_cfg: MapConfig) -> ViConfig:
-    return ViConfig(steps=settings.steps, mc_samples=settings.mc_samples, samples=settings.samples,
-                    mode=settings.vi_mode, sigma_y=sigma_y, map=map_cfg)
+    opts = settings.method_options  # vi, iagan: ViOptions, IaganOptions
+    return ViConfig(steps=settings.steps, mc_samples=opts.mc_samples, samples=settings.samples,
+                    mode=opts.vi_mode, sigma_y=sigma_y, map=map_cfg)
 
 
 def _solve_brgm(problem: Problem, settings: Settings, sigma_y: float, monitor: Monitor, plan, model) -> _Estimate:
@@ -160,7 +162,7 @@ def _solve_brgm(problem: Problem, settings: Settings, sigma_y: float, monitor: M
     map_cfg = _map_config(settings, problem.device)
     losses: dict[str, list[float]] = {}
     map_out = None
-    if settings.method == "map" or settings.vi_mode == "elbo":
+    if settings.method == "map" or settings.method_options.vi_mode == "elbo":
         map_out = solve_map(problem, map_cfg, monitor)
         losses.update({f"map/{k}": v for k, v in map_out.losses.items()})
     if settings.method == "map" or monitor.stopped:
@@ -174,7 +176,8 @@ def _solve_brgm(problem: Problem, settings: Settings, sigma_y: float, monitor: M
 
 
 def _csgm_config(settings: Settings) -> CsgmConfig:
-    return CsgmConfig(steps=settings.steps, restarts=settings.restarts, lambda_z=settings.lambda_z)
+    opts = settings.method_options  # csgm, iagan: CsgmOptions, IaganOptions
+    return CsgmConfig(steps=settings.steps, restarts=opts.restarts, lambda_z=opts.lambda_z)
 
 
 def _solve_csgm(problem: Problem, settings: Settings, sigma_y: float, monitor: Monitor, plan, model) -> _Estimate:
@@ -186,11 +189,12 @@ def _solve_csgm(problem: Problem, settings: Settings, sigma_y: float, monitor: M
 
 def _solve_iagan(problem: Problem, settings: Settings, sigma_y: float, monitor: Monitor, plan, model) -> _Estimate:
     """IAGAN on a copy of the cached generator; with iagan_vi, VI around the adapted generator follows."""
-    cfg = IaganConfig(steps=settings.steps, lr_z=settings.iagan_lr, lr_g=settings.iagan_lr,
-                      early_stop=settings.early_stop, sigma_y=sigma_y, csgm=_csgm_config(settings))
+    opts: IaganOptions = settings.method_options
+    cfg = IaganConfig(steps=settings.steps, lr_z=opts.iagan_lr, lr_g=opts.iagan_lr, early_stop=opts.early_stop,
+                      sigma_y=sigma_y, csgm=_csgm_config(settings))
     out = solve_iagan(problem, cfg, seed=settings.seed, monitor=monitor)
     notes = {"early_stopped_at": {"iagan": out.early_stopped_at}}
-    if not settings.iagan_vi or out.stopped:
+    if not opts.iagan_vi or out.stopped:
         return _Estimate(samples=out.image, mean=out.image, spread=False, map=None, losses=out.losses,
                          partial=out.stopped, notes=notes)
     adapted = replace(problem, generator=out.generator)
@@ -202,9 +206,9 @@ def _solve_iagan(problem: Problem, settings: Settings, sigma_y: float, monitor: 
 
 
 def _solve_dip(problem: Problem, settings: Settings, sigma_y: float, monitor: Monitor, plan, model) -> _Estimate:
-    cfg = DipConfig(steps=settings.steps, lr=settings.dip_lr, input_noise=settings.dip_input_noise,
-                    ema=settings.dip_ema, early_stop=settings.early_stop, sigma_y=sigma_y, samples=settings.samples,
-                    restarts=settings.restarts)
+    opts: DipOptions = settings.method_options
+    cfg = DipConfig(steps=settings.steps, lr=opts.dip_lr, input_noise=opts.dip_input_noise, ema=opts.dip_ema,
+                    early_stop=opts.early_stop, sigma_y=sigma_y, samples=settings.samples, restarts=opts.restarts)
     out = solve_dip(problem, cfg, seed=settings.seed, image_hw=plan.model_hw, monitor=monitor)
     return _Estimate(samples=out.samples, mean=out.image, spread=len(out.samples) > 1, map=None,
                      losses={f"dip/{k}": v for k, v in out.losses.items()}, partial=out.stopped,
@@ -215,8 +219,9 @@ def _solve_reddiff(problem: Problem, settings: Settings, sigma_y: float, monitor
     """RED-Diff with a diffusion prior: `samples` noise seeds batched; their spread is the estimator's."""
     from napari_brgm.solvers.reddiff import RedDiffConfig, solve_reddiff
 
-    cfg = RedDiffConfig(steps=settings.steps, lr=settings.reddiff_lr, lam=settings.reddiff_lambda,
-                        weighting=settings.reddiff_weighting, sigma_y=sigma_y, samples=settings.samples)
+    opts: RedDiffOptions = settings.method_options
+    cfg = RedDiffConfig(steps=settings.steps, lr=opts.reddiff_lr, lam=opts.reddiff_lambda,
+                        weighting=opts.reddiff_weighting, sigma_y=sigma_y, samples=settings.samples)
     out = solve_reddiff(problem, model, cfg, seed=settings.seed, monitor=monitor)
     return _Estimate(samples=out.samples, mean=None, spread=len(out.samples) > 1, map=None,
                      losses={f"reddiff/{k}": v for k, v in out.losses.items()}, partial=out.stopped)
@@ -226,16 +231,17 @@ def _solve_flow(problem: Problem, settings: Settings, sigma_y: float, monitor: M
     """MAP in the flow's latent z, then S Langevin chains around it: the samples' spread is a posterior spread."""
     from napari_brgm.solvers.flow import FlowSolverConfig, solve_flow
 
-    cfg = FlowSolverConfig(steps=settings.steps, gamma=settings.flow_gamma, sigma_y=sigma_y, samples=settings.samples,
-                           langevin_steps=settings.flow_langevin_steps)
+    opts: FlowOptions = settings.method_options
+    cfg = FlowSolverConfig(steps=settings.steps, gamma=opts.flow_gamma, sigma_y=sigma_y, samples=settings.samples,
+                           langevin_steps=opts.flow_langevin_steps)
     out = solve_flow(problem, model, cfg, seed=settings.seed, monitor=monitor)
-    sampled = settings.flow_langevin_steps > 0 and len(out.samples) > 1
+    sampled = opts.flow_langevin_steps > 0 and len(out.samples) > 1
     return _Estimate(samples=out.samples, mean=None if sampled else out.image, spread=sampled, map=out.image,
                      losses={f"flow/{k}": v for k, v in out.losses.items()}, partial=out.stopped)
 
 
 _SOLVERS = {"map": _solve_brgm, "vi": _solve_brgm, "csgm": _solve_csgm, "iagan": _solve_iagan, "dip": _solve_dip,
-            "reddiff": _solve_reddiff, "flow": _solve_flow}
+            "reddiff": _solve_reddiff, "flow": _solve_flow}  # one for each method of engine.methods.METHOD_SPECS
 
 
 def _dip_resolution(input_hw: tuple[int, int], factor: int, requested: int | None) -> int:
@@ -284,7 +290,8 @@ def _measurement(image, missing, plan, settings: Settings, sigma_y: float, imap:
     y = torch.as_tensor(plan.to_model(imap.to_model(image)), dtype=torch.float32, device=device)
     y = y.reshape(1, 1, *y.shape[-2:]).expand(1, channels, -1, -1).contiguous()
     if settings.task == "superres":
-        operator = make_operator("superres", factor=settings.factor, kind=settings.sr_kind, noise_sigma=sigma_y)
+        operator = make_operator("superres", factor=settings.factor, kind=settings.task_options.sr_kind,
+                                 noise_sigma=sigma_y)
         unobserved = plan.measurement_padding()
         if unobserved is not None:
             operator = MaskedOperator(operator, torch.as_tensor(unobserved, device=device), noise_sigma=sigma_y)

@@ -31,17 +31,19 @@ from qtpy.QtWidgets import (
 )
 
 from napari_brgm.engine import Progress, reconstruct
-from napari_brgm.engine.settings import DEFAULT_RESTARTS, PRIOR_KINDS
+from napari_brgm.engine.methods import DEFAULT_RESTARTS, METHOD_SPECS, PRIOR_KINDS
+from napari_brgm.engine.tasks import TASK_SPECS
 from napari_brgm.priors import CheckpointError, builtin_priors, prior_kind
 from napari_brgm.widgets import layers as L
 from napari_brgm.widgets.loss_plot import LossPlot
+from napari_brgm.widgets.options import AdvancedOptions
 
 SR_FACTORS = (2, 4, 8, 16, 32)
 MAX_OVERSIZE = 4  # the engine refuses inputs more than this many times the prior's measurement size
 LOAD_CHECKPOINT = "Load checkpoint…"
 CHECKPOINT_FILTER = "Priors (*.safetensors *.pkl);;All files (*)"
 RECENT_CHECKPOINTS = 5
-METHODS = (  # (combo text, combo data); "iagan_vi" becomes method="iagan", iagan_vi=True
+METHODS = (  # (combo text, combo data); "iagan_vi" becomes method="iagan", iagan_vi=True (FIXED_OPTIONS)
     ("MAP (point estimate)", "map"),
     ("Variational (samples + uncertainty)", "vi"),
     ("CSGM (latent search, point estimate)", "csgm"),
@@ -52,7 +54,7 @@ METHODS = (  # (combo text, combo data); "iagan_vi" becomes method="iagan", iaga
     ("Normalizing flow (samples + uncertainty)", "flow"),
 )
 SPREAD_METHODS = ("vi", "iagan_vi", "dip", "reddiff", "flow")  # the methods that return samples and an uncertainty map
-RESTART_METHODS = ("csgm", "iagan", "iagan_vi", "dip")  # the methods with random starts (Settings.restarts)
+FIXED_OPTIONS = {"iagan": {"iagan_vi": False}, "iagan_vi": {"iagan_vi": True}}  # set by the method box, not Advanced
 METHOD_FOR_KIND = {"stylegan2": "map", "diffusion": "reddiff", "flow": "flow"}  # after loading a prior of that kind
 
 
@@ -74,9 +76,14 @@ def stage_steps(options: dict) -> int:
     return options["steps"] * (restarts if options["method"] == "dip" else 1)
 
 
+def _engine_method(entry: str) -> str:
+    """The engine's method of a method box entry."""
+    return "iagan" if entry == "iagan_vi" else entry
+
+
 def _kind_of(method: str) -> str | None:
     """The prior kind a widget method needs (None: no prior)."""
-    return PRIOR_KINDS["iagan" if method == "iagan_vi" else method]
+    return PRIOR_KINDS[_engine_method(method)]
 
 
 def _settings() -> QSettings:
@@ -200,13 +207,10 @@ class ReconstructionWidget(QWidget):
         self.samples_spin = _spin(1, 256, 16, "Samples behind the uncertainty map: posterior samples (variational, "
                                                "flow), seeds (RED-Diff) or last iterates (Deep Image Prior)")
         self.seed_spin = _spin(0, 2**31 - 1, 0, "Seeds every random draw: same seed, same result")
-        self.restarts_spin = _spin(0, 64, 0, "Random starts: CSGM / IAGAN keep the best fit (default 4); Deep Image "
-                                             "Prior averages networks fitted one after another (default 1, each "
-                                             "costs the steps again)")
-        self.restarts_spin.setSpecialValueText("default")
         self.device_combo = QComboBox()
         for text, value in (("Auto (CUDA if present)", "auto"), ("CPU", "cpu"), ("CUDA", "cuda")):
             self.device_combo.addItem(text, value)
+        self.advanced = AdvancedOptions()
         self.run_button = QPushButton("Run")
         self.cancel_button = QPushButton("Cancel", enabled=False)
         self.progress_bar = QProgressBar(textVisible=True)
@@ -224,11 +228,12 @@ class ReconstructionWidget(QWidget):
         for label, field in (("Input", self.image_combo), ("", self.info), ("Task", self.task_combo),
                              ("Factor", self.factor_combo), ("Mask", mask_row), ("Prior", self.prior_combo),
                              ("Method", self.method_combo), ("", self.back_project_check),
-                             ("Steps", self.steps_spin), ("Restarts", self.restarts_spin),
-                             ("Samples", self.samples_spin), ("Seed", self.seed_spin), ("Device", self.device_combo)):
+                             ("Steps", self.steps_spin), ("Samples", self.samples_spin), ("Seed", self.seed_spin),
+                             ("Device", self.device_combo)):
             form.addRow(label, field)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
+        layout.addWidget(self.advanced)
         layout.addLayout(buttons)
         layout.addWidget(self.progress_bar)
         layout.addWidget(self.status)
@@ -297,11 +302,13 @@ class ReconstructionWidget(QWidget):
         self.factor_combo.setEnabled(not inpaint)
         self.mask_combo.setEnabled(inpaint)
         self.new_mask_button.setEnabled(inpaint)
+        self.advanced.show_options("task", TASK_SPECS[self.task_combo.currentData()].options)
 
     def _on_method(self, *_) -> None:
         method = self.method_combo.currentData()
         self.samples_spin.setEnabled(method in SPREAD_METHODS)
-        self.restarts_spin.setEnabled(method in RESTART_METHODS)
+        self.advanced.show_options("method", METHOD_SPECS[_engine_method(method)].options,
+                                   hidden=FIXED_OPTIONS.get(method, {}))
         kind = _kind_of(method)
         self.prior_combo.setEnabled(kind is not None)  # Deep Image Prior uses no trained prior
         if kind is not None and kind != self._listed_kind:
@@ -416,13 +423,10 @@ class ReconstructionWidget(QWidget):
         if task == "superres" and factor is None:
             raise ValueError(f"{layer.name!r} is too large for super-resolution: crop a region of interest")
         options = {"task": task, "factor": factor if task == "superres" else 1, "prior": prior,
-                   "method": "iagan" if method == "iagan_vi" else method, "steps": self.steps_spin.value(),
+                   "method": _engine_method(method), "steps": self.steps_spin.value(),
                    "samples": self.samples_spin.value(), "seed": self.seed_spin.value(),
-                   "device": self.device_combo.currentData(), "back_project": self.back_project_check.isChecked()}
-        if method in RESTART_METHODS and self.restarts_spin.value():
-            options["restarts"] = self.restarts_spin.value()
-        if method == "iagan_vi":
-            options["iagan_vi"] = True
+                   "device": self.device_combo.currentData(), "back_project": self.back_project_check.isChecked(),
+                   **self.advanced.values(), **FIXED_OPTIONS.get(method, {})}
         return L.Request(layer_name=layer.name, slice_index=k, image=image, mask=mask, options=options)
 
     def run(self) -> Run | None:
