@@ -273,7 +273,9 @@ class SynthesisLayer(nn.Module):
         self.register_buffer("noise_const", torch.randn(resolution, resolution))
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "const",
-                generator: torch.Generator | None = None, bf16: bool = False) -> torch.Tensor:
+                generator: torch.Generator | None = None, bf16: bool = False,
+                noise_input: torch.Tensor | None = None) -> torch.Tensor:
+        """`noise_input` [N or 1, 1, R, R] in N(0, 1) units replaces the noise of `noise_mode` when given."""
         n, c, h, wd = x.shape
         assert c == self.in_channels and h * self.up == self.resolution and wd * self.up == self.resolution, (
             tuple(x.shape), self.in_channels, self.resolution, self.up)
@@ -295,7 +297,10 @@ class SynthesisLayer(nn.Module):
         gain = (dcoefs * LRELU_GAIN).reshape(n, -1, 1, 1)
         bias = (self.bias * LRELU_GAIN).reshape(1, -1, 1, 1)
         noise = None
-        if noise_mode == "const":
+        if noise_input is not None:
+            assert noise_input.shape[1:] == (1, *x.shape[2:]), (tuple(noise_input.shape), tuple(x.shape))
+            noise = noise_input.to(x.dtype) * (self.noise_strength * LRELU_GAIN)
+        elif noise_mode == "const":
             noise = (self.noise_const * (self.noise_strength * LRELU_GAIN)).reshape(1, 1, *x.shape[2:])
         elif noise_mode == "random":
             noise = torch.randn((n, 1, *x.shape[2:]), generator=generator, device=x.device, dtype=x.dtype)
@@ -370,15 +375,18 @@ class SynthesisBlock(nn.Module):
         self.num_torgb = 1
 
     def forward(self, x: torch.Tensor | None, img: torch.Tensor | None, ws: torch.Tensor, noise_mode: str,
-                generator: torch.Generator | None, bf16: bool) -> tuple[torch.Tensor, torch.Tensor]:
+                generator: torch.Generator | None, bf16: bool,
+                noise_inputs: tuple[torch.Tensor, ...] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         n = ws.shape[0]
         assert ws.shape[1] == self.num_conv + self.num_torgb, tuple(ws.shape)
+        given = (None,) * self.num_conv if noise_inputs is None else noise_inputs
+        assert len(given) == self.num_conv, (len(given), self.num_conv)
         if self.in_channels == 0:
             x = self.const.unsqueeze(0).expand(n, -1, -1, -1)
-            x = self.conv1(x, ws[:, 0], noise_mode, generator, bf16)
+            x = self.conv1(x, ws[:, 0], noise_mode, generator, bf16, given[0])
         else:
-            x = self.conv0(x, ws[:, 0], noise_mode, generator, bf16)
-            x = self.conv1(x, ws[:, 1], noise_mode, generator, bf16)
+            x = self.conv0(x, ws[:, 0], noise_mode, generator, bf16, given[0])
+            x = self.conv1(x, ws[:, 1], noise_mode, generator, bf16, given[1])
         y = self.torgb(x, ws[:, self.num_conv])
         img = y if img is None else _upsample2d(img, self.resample_filter) + y
         return x, img
@@ -415,8 +423,12 @@ class SynthesisNetwork(nn.Module):
         self.precision = "fp32"
 
     def forward(self, ws: torch.Tensor, noise_mode: str = "const", generator: torch.Generator | None = None,
-                precision: str | None = None) -> torch.Tensor:
-        """noise_mode const/random/none; `generator` seeds random noise; precision None: `self.precision`."""
+                precision: str | None = None, noise_inputs: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """noise_mode const/random/none; `generator` seeds random noise; precision None: `self.precision`.
+
+        `noise_inputs`: one N(0, 1)-unit map [N or 1, 1, r, r] per synthesis layer, in the order of
+        `noise_shapes()`, used instead of `noise_mode` (VI treats them as latent variables).
+        """
         assert ws.ndim == 3 and ws.shape[1:] == (self.num_ws, self.w_dim), (tuple(ws.shape), self.num_ws, self.w_dim)
         if noise_mode not in NOISE_MODES:
             raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
@@ -424,16 +436,31 @@ class SynthesisNetwork(nn.Module):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         bf16 = precision == "bf16"
+        if noise_inputs is not None:
+            assert len(noise_inputs) == self.num_ws - 1, (len(noise_inputs), self.num_ws - 1)
         ws = ws.to(self.b4.const.dtype)
         x = img = None
         w_idx = 0
         with _no_autocast(ws.device):  # an outer autocast must not change what `precision` promises
             for res in self.block_resolutions:
                 block = getattr(self, f"b{res}")
+                given = None if noise_inputs is None else tuple(noise_inputs[w_idx:w_idx + block.num_conv])
                 x, img = block(x, img, ws[:, w_idx:w_idx + block.num_conv + block.num_torgb], noise_mode, generator,
-                               bf16)
+                               bf16, given)
                 w_idx += block.num_conv
         return img
+
+    def noise_layers(self) -> list[SynthesisLayer]:
+        """The synthesis layers that take a noise input, in the order of `noise_inputs`."""
+        layers = []
+        for res in self.block_resolutions:
+            block = getattr(self, f"b{res}")
+            layers += [block.conv1] if block.in_channels == 0 else [block.conv0, block.conv1]
+        return layers
+
+    def noise_shapes(self) -> list[tuple[int, int]]:
+        """(r, r) of every noise input, in order: one at 4², two at each higher resolution."""
+        return [(layer.resolution, layer.resolution) for layer in self.noise_layers()]
 
     def extra_repr(self) -> str:
         return (f"w_dim={self.w_dim}, num_ws={self.num_ws}, img_resolution={self.img_resolution}, "

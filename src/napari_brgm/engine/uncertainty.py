@@ -1,0 +1,99 @@
+"""Central intervals for a run's samples: calibrated per pixel group when a calibration file matches.
+
+A run with samples gets `Result.lower/upper` = μ ∓ λ_g(σ̂ + ε) on each pixel group g (inpainting:
+"missing" and "observed"; other tasks: "all"), with λ_g from `<prior>.calibration.json` beside the
+prior file (or `calibration=PATH`), made by `napari-brgm calibrate`. Without a matching record the
+interval is μ ∓ m_S·σ̂ (m_S: the Student-t multiplier for S samples, `gaussian_multiplier`) and is
+flagged uncalibrated; a cancelled run is always flagged uncalibrated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from napari_brgm.engine.calibration import (CalibrationFile, eps_floor, gaussian_multiplier, interval,
+                                            missing_fraction_bin)
+
+LEVELS = (0.8, 0.9, 0.95)  # the interval levels offered (Settings.interval)
+SUFFIX = ".calibration.json"
+
+
+def calibration_path(prior_path) -> Path:
+    """Where a prior's calibration file lives: `<prior stem>.calibration.json` beside it."""
+    p = Path(prior_path)
+    return p.with_name(p.name.split(".")[0] + SUFFIX)
+
+
+@lru_cache(maxsize=16)
+def _sha256(path: str, size: int, mtime: float) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_sha256(path) -> str:
+    """SHA-256 of a prior file (cached per path, size and modification time)."""
+    st = Path(path).stat()
+    return _sha256(str(Path(path).resolve()), st.st_size, st.st_mtime)
+
+
+def pixel_groups(missing: np.ndarray | None, shape: tuple[int, int]) -> dict[str, np.ndarray]:
+    """The calibration groups of an output: missing/observed for inpainting, else one group "all"."""
+    if missing is None:
+        return {"all": np.ones(shape, bool)}
+    return {"missing": np.asarray(missing, bool), "observed": ~np.asarray(missing, bool)}
+
+
+def calibration_key(method: str, task: str, factor: int, missing: np.ndarray | None, steps: int, samples: int,
+                    level: float) -> dict:
+    """The record key a run looks up (and `calibrate` writes)."""
+    key = {"method": method, "task": task, "steps": int(steps), "samples": int(samples), "level": float(level)}
+    if task == "superres":
+        key["factor"] = int(factor)
+    if task == "inpaint":
+        key["missing_fraction_bin"] = missing_fraction_bin(float(np.mean(missing)))
+    return key
+
+
+def load_calibration(requested, prior_path) -> tuple[CalibrationFile | None, str | None]:
+    """The calibration file of a run: `requested` (a path; "none" disables) or the one beside the prior."""
+    if requested is not None and str(requested).lower() == "none":
+        return None, None
+    if requested is not None:
+        path = Path(requested).expanduser()
+        if not path.is_file():
+            raise ValueError(f"calibration file not found: {path}")
+    elif prior_path is not None and calibration_path(prior_path).is_file():
+        path = calibration_path(prior_path)
+    else:
+        return None, None
+    return CalibrationFile.load(path), str(path)
+
+
+def run_intervals(mean: np.ndarray, std: np.ndarray, samples: int, missing: np.ndarray | None, *, key: dict,
+                  level: float, sigma_y: float, value_range: float, calibration: CalibrationFile | None,
+                  source: str | None, prior_sha256: str | None, partial: bool) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(lower, upper, record for Result.settings["interval"]) of one run, in the input's units."""
+    groups = pixel_groups(missing, mean.shape)
+    eps = eps_floor(sigma_y, value_range)
+    info = {"level": level, "calibrated": False, "calibration": None, "match": None, "groups": sorted(groups)}
+    found = None
+    if calibration is not None and not partial:
+        found = calibration.lookup(prior_sha256 or "none", key)
+    if found is None:
+        m = gaussian_multiplier(level, samples)
+        lower, upper = interval(mean, std, 0.0, groups, {g: m for g in groups})
+        info |= {"multiplier": m, "reason": "cancelled run" if partial and calibration is not None
+                 else "no matching calibration record" if calibration is not None else "no calibration file"}
+    else:
+        record, match = found
+        lower, upper = interval(mean, std, eps, groups, record.lambdas)
+        info |= {"calibrated": True, "calibration": source, "match": match.text, "lambdas": dict(record.lambdas),
+                 "eps": eps, "data_kind": record.data_kind, "n_images": dict(record.n_images)}
+    return lower.astype(np.float32), upper.astype(np.float32), info
