@@ -63,7 +63,7 @@ def test_iagan_never_modifies_the_cached_prior(tiny_prior, hu_image):
     before = {k: v.clone() for k, v in cached.state_dict().items()}
     r = reconstruct(_down(hu_image, 4), task="superres", factor=4, prior=tiny_prior, method="iagan", steps=5,
                     device="cpu", restarts=2, iagan_lr=1e-2, early_stop=False, iagan_vi=True, samples=2,
-                    mc_samples=2)
+                    mc_samples=2, vi_posterior="meanfield")
     assert len(r.losses["iagan/data"]) == 5 and len(r.losses["vi/total"]) == 5
     assert rec._load(tiny_prior, "stylegan2", torch.device("cpu")) is cached
     assert all(torch.equal(before[k], v) for k, v in cached.state_dict().items())

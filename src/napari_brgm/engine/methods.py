@@ -14,6 +14,7 @@ from napari_brgm.engine.options import Options, describe, option
 
 REDDIFF_WEIGHTINGS = ("linear", "sqrt", "square", "log", "clip", "const")  # solvers.reddiff.WEIGHTINGS (no torch here)
 DIP_RESOLUTIONS = (32, 64, 128, 256, 512)
+VI_POSTERIORS = ("laplace", "lowrank", "noise", "lowrank+noise", "meanfield")  # solvers.vi.POSTERIORS (no torch here)
 
 
 @dataclass
@@ -33,6 +34,10 @@ class _Variational(Options):
     vi_mode: str = option("elbo", 'VI objective: "elbo" (a real ELBO) or "brgm" (the reference code\'s loss)',
                           choices=("elbo", "brgm"))
     mc_samples: int = option(6, "K: samples of q per VI step, batched in one generator call", minimum=1)
+    vi_posterior: str | None = option(None, "family of q: \"laplace\" (full-covariance Gaussian over W+ at the MAP), "
+                                            "\"lowrank\", \"noise\", \"lowrank+noise\" or \"meanfield\" (BRGM's); None: "
+                                            "laplace in elbo mode, meanfield in brgm mode", choices=(None, *VI_POSTERIORS))
+    vi_rank: int = option(16, "rank of the low-rank families' correlated part", minimum=1)
 
 
 @dataclass

@@ -8,6 +8,7 @@ run the solver → map every image back to the input's size and units.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -16,12 +17,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from napari_brgm.engine.calibration import CalibrationError, CalibrationFile
 from napari_brgm.engine.devices import resolve_device
 from napari_brgm.engine.geometry import plan_fit
 from napari_brgm.engine.intensity import IntensityMap
 from napari_brgm.engine.methods import DipOptions, FlowOptions, IaganOptions, RedDiffOptions
 from napari_brgm.engine.result import Progress, Result
 from napari_brgm.engine.settings import PRIOR_KINDS, Settings, validate_inputs
+from napari_brgm.engine.uncertainty import calibration_key, file_sha256, load_calibration, run_intervals
 from napari_brgm.operators import MaskedOperator, make_operator
 from napari_brgm.priors.cpu import memory_retained
 from napari_brgm.solvers import (
@@ -95,6 +98,7 @@ def reconstruct(
         if kind == "stylegan2":
             model.precision = settings.precision  # the cached generator serves every run: set it each time
         resolution, channels = model.img_resolution, model.img_channels
+    calibration, calibration_source, prior_sha = _calibration(settings.calibration, prior_path)
     plan = plan_fit(image.shape, resolution, factor=settings.factor, mode=settings.fit,
                     model="the prior's" if kind else f"Deep Image Prior's working size (dip_resolution {resolution}):")
 
@@ -123,12 +127,35 @@ def reconstruct(
     std = samples_in.std(axis=0, ddof=1 if len(samples_in) > 1 else 0) if estimate.spread else None
     map_image = None if estimate.map is None else back(estimate.map)[0]
     consistent = np.where(missing, mean, image).astype(np.float32) if missing is not None else None
+    lower = upper = None
+    if std is not None:
+        key = calibration_key(settings.method, settings.task, settings.factor, missing, settings.steps,
+                              len(samples_in), settings.interval)
+        lower, upper, settings_out["interval"] = run_intervals(
+            mean, std, len(samples_in), missing, key=key, level=settings.interval,
+            sigma_y=imap.sigma_to_input(sigma_y), value_range=imap.width, calibration=calibration,
+            source=calibration_source, prior_sha256=prior_sha, partial=bool(estimate.partial))
     finished = time.perf_counter()
     settings_out["timings"] = {"load_s": load_done - started, "solve_s": finished - load_done,
                                "total_s": finished - started}
     return Result(mean=mean.astype(np.float32), samples=samples_in.astype(np.float32),
                   std=None if std is None else std.astype(np.float32), map=map_image, consistent=consistent,
-                  losses=estimate.losses, partial=bool(estimate.partial), settings=settings_out)
+                  losses=estimate.losses, partial=bool(estimate.partial), settings=settings_out, lower=lower,
+                  upper=upper)
+
+
+def _calibration(requested, prior_path) -> tuple[CalibrationFile | None, str | None, str | None]:
+    """The run's calibration file, its path and the prior's hash; an explicit file for another prior is refused."""
+    calibration, source = load_calibration(requested, prior_path)
+    sha = None if prior_path is None else file_sha256(prior_path)
+    if calibration is not None and calibration.prior_sha256 != (sha or "none"):
+        if requested is not None:
+            raise CalibrationError(f"calibration file {source} was made for prior {calibration.prior_sha256[:12]}… "
+                                   f"({calibration.prior_name or 'unnamed'}), not for this prior "
+                                   f"({(sha or 'none')[:12]}…); calibrate this prior with napari-brgm calibrate")
+        warnings.warn(f"{source} is for another prior file; intervals stay uncalibrated", stacklevel=3)
+        return None, None, sha
+    return calibration, source, sha
 
 
 @dataclass
@@ -154,7 +181,7 @@ def _map_config(settings: Settings, device: torch.device) -> MapConfig:
 def _vi_config(settings: Settings, sigma_y: float, map_cfg: MapConfig) -> ViConfig:
     opts = settings.method_options  # vi, iagan: ViOptions, IaganOptions
     return ViConfig(steps=settings.steps, mc_samples=opts.mc_samples, samples=settings.samples,
-                    mode=opts.vi_mode, sigma_y=sigma_y, map=map_cfg)
+                    mode=opts.vi_mode, posterior=opts.vi_posterior, rank=opts.vi_rank, sigma_y=sigma_y, map=map_cfg)
 
 
 def _solve_brgm(problem: Problem, settings: Settings, sigma_y: float, monitor: Monitor, plan, model) -> _Estimate:

@@ -28,6 +28,9 @@ class Result:
     `std` is the per-pixel standard deviation over `samples` (None for point estimates such as
     MAP, CSGM and IAGAN); for VI the samples come from the fitted posterior q, for Deep Image Prior
     they are its last iterates, so there `std` is the spread of the estimator, not a posterior.
+    `lower`/`upper` bound the central interval of level `settings["interval"]["level"]` (methods
+    with samples; None otherwise): calibrated per pixel group when a calibration record matched
+    (`settings["interval"]["calibrated"]`), else mean ∓ m_S·std (engine/uncertainty.py).
     `consistent` is the inpainting result with observed pixels kept (None for other tasks);
     `partial` is True when the run was cancelled before its last step.
     """
@@ -40,3 +43,5 @@ class Result:
     losses: dict[str, list[float]]  # per-step history of every loss term, "total" included
     partial: bool
     settings: dict[str, Any]  # everything needed to reproduce the run, plus timings
+    lower: np.ndarray | None = None  # [H', W'] lower end of the central interval (methods with samples)
+    upper: np.ndarray | None = None  # [H', W'] upper end

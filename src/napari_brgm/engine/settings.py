@@ -19,6 +19,7 @@ __all__ = ["DEFAULT_RESTARTS", "METHODS", "PRIOR_KINDS", "TASKS", "OptionError",
            "validate_inputs"]
 
 SR_FACTORS = range(2, 33)
+INTERVAL_LEVELS = (0.8, 0.9, 0.95)
 
 
 class OptionError(TypeError):
@@ -47,6 +48,8 @@ class Settings:
     precision: str = "fp32"  # "fp32" (exact) or "bf16" (3×3 convolutions in bfloat16: faster on CPUs with bf16)
     back_project: bool = False  # every method: post-step x + A⁺(y − A·x), the result reproduces y where observed
     bp_eta: float = 0.0  # η of the regularised back-projection x + Aᵀ(AAᵀ + ηI)⁻¹(y − A·x); 0: exact
+    interval: float = 0.9  # level of the central interval Result.lower/upper of methods with samples: 0.8, 0.9, 0.95
+    calibration: str | None = None  # calibration file (None: <prior>.calibration.json beside the prior; "none": off)
     task_options: Options | None = None  # the task's options dataclass (None: its defaults)
     method_options: Options | None = None  # the method's options dataclass (None: its defaults)
 
@@ -80,6 +83,8 @@ class Settings:
         common = {k: recorded[k] for k in COMMON if k in recorded}
         if isinstance(common.get("fit"), dict):  # Result.settings records the fit plan, with the requested mode
             common["fit"] = common["fit"]["mode"]
+        if isinstance(common.get("interval"), dict):  # Result.settings records the interval, with its level
+            common["interval"] = common["interval"]["level"]
         if common.get("window") is not None:
             common["window"] = tuple(common["window"])
         return cls.from_flat(**common, **recorded.get("task_options", {}), **recorded.get("method_options", {}))
@@ -115,6 +120,8 @@ class Settings:
             raise ValueError(f"window width must be positive, got {self.window}")
         if not self.bp_eta >= 0:
             raise ValueError(f"bp_eta must be >= 0, got {self.bp_eta}")
+        if self.interval not in INTERVAL_LEVELS:
+            raise ValueError(f"interval must be one of {INTERVAL_LEVELS}, got {self.interval!r}")
         self.task_options.validate()
         self.method_options.validate()
 
@@ -122,6 +129,9 @@ class Settings:
         """Fill in the task-dependent defaults, so that the recorded settings say what ran."""
         if self.task != "superres":
             self.factor = 1
+        opts = self.method_options
+        if getattr(opts, "vi_posterior", "") is None:
+            opts.vi_posterior = "meanfield" if opts.vi_mode == "brgm" else "laplace"
 
     def as_dict(self) -> dict:
         """JSON-ready: the common fields, and the options nested as "task_options" and "method_options"."""

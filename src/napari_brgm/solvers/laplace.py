@@ -57,7 +57,7 @@ def check_size(problem: Problem) -> None:
 
 @torch.no_grad()
 def laplace_factor(problem: Problem, ws: torch.Tensor, sigma_y: float, batch: int = 32,
-                   monitor: Monitor | None = None, stage: str = "laplace") -> LaplaceFactor | None:
+                   monitor: Monitor | None = None, stage: str = "vi") -> LaplaceFactor | None:
     """The Laplace posterior at `ws`; None when the monitor stopped the run while J was being formed."""
     check_size(problem)
     G = problem.generator
@@ -73,7 +73,7 @@ def laplace_factor(problem: Problem, ws: torch.Tensor, sigma_y: float, batch: in
         shift[torch.arange(len(idx)), idx] = STEP * scale[idx]
         images = G.synthesis(ws + shift.reshape(len(idx), *ws.shape[1:]), noise_mode="const", precision="fp32")
         columns.append((problem.operator.forward(images).reshape(len(idx), -1) - base) / (STEP * sigma_y))
-        if monitor is not None and not monitor(stage, i, len(chunks), {"total": float(i)}, None):
+        if monitor is not None and not monitor(stage, i, len(chunks), {"total": float("nan")}, None):
             return None
     J = torch.cat(columns).double()  # [D, M]: row i = column i of J/σ_y
     lam, V = torch.linalg.eigh(J @ J.T)

@@ -52,7 +52,7 @@ class ViConfig:
     samples: int = 16  # S: samples drawn at the end for the pixel-wise mean / std
     render_batch: int = 8  # samples per generator call when rendering the S samples
     mode: str = "elbo"  # "elbo" or "brgm"
-    posterior: str = "lowrank+noise"  # family of q: "meanfield" (BRGM), "lowrank", "noise", "lowrank+noise"
+    posterior: str = "meanfield"  # family of q: POSTERIORS (the engine's default is "laplace")
     rank: int = 16  # columns of U in the low-rank families
     rank_lr: float = 0.05  # Adam step of a column of V (U = σ_d ⊙ V) in prior-whitened norm per step
     init_rank_norm: float = 0.3  # norm of V's columns at the start (1: the prior's spread)
@@ -172,9 +172,13 @@ class Posterior:
         return h
 
 
-def _elbo_terms(problem: Problem, images, q: Posterior, stats: LatentStats, cfg: ViConfig) -> dict[str, torch.Tensor]:
+def _elbo_terms(problem: Problem, images, q: Posterior | None, stats: LatentStats, cfg: ViConfig,
+                mode: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """The negative ELBO's terms; with q None, the negative log posterior at the point `mode` (Laplace)."""
     k = images.shape[0]
     nll = problem.residual(images).square().sum() / (k * 2 * cfg.sigma_y**2)
+    if q is None:
+        return {"nll": nll, "prior": 0.5 * ((mode - stats.mean) / stats.std_per_dim).square().sum()}
     return {"nll": nll, "prior": q.prior_energy(stats), "neg_entropy": -q.entropy()}
 
 
@@ -244,9 +248,12 @@ def _solve_laplace(problem: Problem, cfg: ViConfig, gen: torch.Generator, monito
     with torch.no_grad():
         ws = factor.sample(cfg.samples, gen)
         samples = torch.cat([G.synthesis(chunk, noise_mode="const") for chunk in ws.split(cfg.render_batch)])
+        stats = LatentStats.of(G, problem.device)
+        at_mode = _elbo_terms(problem, G.synthesis(mu_init, noise_mode="const"), None, stats, cfg, mu_init)
     sigma = (factor.factor.square().sum(1).sqrt() * factor.prior_scale).reshape(mu_init.shape)
-    return ViOutput(mu=mu_init.detach(), sigma=sigma, samples=samples,
-                    losses={"free_directions": [float(factor.free_directions)]}, factor=factor.factor)
+    losses = {name: [float(v)] for name, v in at_mode.items()} | {"total": [float(sum(at_mode.values()))],
+                                                                  "free_directions": [float(factor.free_directions)]}
+    return ViOutput(mu=mu_init.detach(), sigma=sigma, samples=samples, losses=losses, factor=factor.factor)
 
 
 @torch.no_grad()

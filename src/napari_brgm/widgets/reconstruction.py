@@ -116,6 +116,7 @@ class Run(QObject):
         self.request, self.layer = request, layer
         self.stop = threading.Event()
         self.losses: list[float] = []
+        self.reports = 0  # progress reports received
         self.stage_starts: list[int] = []
         self.stage: str | None = None
         self.first: tuple[int, float] | None = None  # (steps done, elapsed) at the first report, for the ETA
@@ -132,10 +133,21 @@ class Run(QObject):
         if report.stage != self.stage:
             self.stage_starts.append(len(self.losses))
             self.stage = report.stage
-        self.losses.append(float(report.loss))
+        if math.isfinite(report.loss):  # stages without a loss (the Laplace posterior) leave the curve alone
+            self.losses.append(float(report.loss))
+        self.reports += 1
         self.last = report
         if self.first is None:
-            self.first = (len(self.losses), report.elapsed)
+            self.first = (self.reports, report.elapsed)
+
+    @property
+    def done(self) -> int:
+        """Progress in steps: the planned stages before this one, and this stage's fraction of `stage_steps`."""
+        if self.last is None:
+            return 0
+        per_stage = stage_steps(self.request.options)
+        before = self.plan.index(self.stage) if self.stage in self.plan else 0
+        return min(self.total_steps, before * per_stage + round(per_stage * self.last.step / max(self.last.total, 1)))
 
     @property
     def total_steps(self) -> int:
@@ -143,9 +155,9 @@ class Run(QObject):
 
     def seconds_left(self) -> float | None:
         """Remaining steps of this and the planned later stages at the rate seen so far."""
-        if self.first is None or self.last is None or len(self.losses) <= self.first[0]:
+        if self.first is None or self.last is None or self.reports <= self.first[0]:
             return None
-        rate = (self.last.elapsed - self.first[1]) / (len(self.losses) - self.first[0])
+        rate = (self.last.elapsed - self.first[1]) / (self.reports - self.first[0])
         later = self.plan[self.plan.index(self.stage) + 1:] if self.stage in self.plan else []
         return rate * (self.last.total - self.last.step + stage_steps(self.request.options) * len(later))
 
@@ -466,8 +478,7 @@ class ReconstructionWidget(QWidget):
         """Draw this run's progress and loss curve."""
         self.shown = run
         self.progress_bar.setMaximum(run.total_steps)
-        done = len(run.losses)
-        self.progress_bar.setValue(min(done, run.total_steps))
+        self.progress_bar.setValue(run.done)
         self.progress_bar.setFormat(run.status())
         self.loss_plot.set_history(run.losses, run.stage_starts)
         self.status.setText(run.request.label)
@@ -477,7 +488,7 @@ class ReconstructionWidget(QWidget):
         if report.preview is not None and self._alive(run.layer):
             L.update_preview(self.viewer, run.layer, run.request, report.preview)
         if run is self.shown:
-            self.progress_bar.setValue(min(len(run.losses), run.total_steps))
+            self.progress_bar.setValue(run.done)
             self.progress_bar.setFormat(run.status())
             self.loss_plot.set_history(run.losses, run.stage_starts)
 
@@ -493,7 +504,7 @@ class ReconstructionWidget(QWidget):
         shown = L.show_results(self.viewer, run.layer, run.request, result)
         names = f"{run.request.label} " + ", ".join(layer.metadata["brgm"]["kind"] for layer in shown)
         if result.partial:
-            show_info(f"Cancelled after {len(run.losses)} steps; partial results in: {names}")
+            show_info(f"Cancelled after {run.reports} steps; partial results in: {names}")
         if run is self.shown:
             self.status.setText(("cancelled, partial: " if result.partial else "done: ") + names)
 
