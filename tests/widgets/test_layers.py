@@ -21,13 +21,25 @@ def _request(name="img", k=None, task="superres", factor=4, method="vi", shape=(
     return L.Request(layer_name=name, slice_index=k, image=image, mask=None, options=options)
 
 
-def _result(shape=(32, 32), samples=3, vi=True, inpaint=False, partial=False, offset=0.0):
+def _result(shape=(32, 32), samples=3, vi=True, inpaint=False, partial=False, offset=0.0, interval=None):
     rng = np.random.default_rng(0)
     stack = (rng.random((samples, *shape)) + offset).astype(np.float32)
-    return Result(mean=stack.mean(0), samples=stack, std=stack.std(0) if vi else None, map=stack[0],
+    mean, std = stack.mean(0), stack.std(0)
+    settings = {"task": "superres", "prior": "p", "prior_path": "/x/p.pkl", "method": "vi" if vi else "map",
+                "seed": 5}
+    if interval is not None:
+        settings["interval"] = interval
+    return Result(mean=mean, samples=stack, std=std if vi else None, map=stack[0],
                   consistent=stack[0] if inpaint else None, losses={"map/total": [3.0, 2.0], "vi/total": [1.5]},
-                  partial=partial, settings={"task": "superres", "prior": "p", "prior_path": "/x/p.pkl",
-                                             "method": "vi" if vi else "map", "seed": 5})
+                  partial=partial, settings=settings, lower=None if interval is None else mean - 2 * std,
+                  upper=None if interval is None else mean + 2 * std)
+
+
+UNCALIBRATED = {"level": 0.9, "calibrated": False, "calibration": None, "match": None, "groups": ["all"],
+                "multiplier": 2.6277, "reason": "no calibration file"}
+CALIBRATED = {"level": 0.95, "calibrated": True, "calibration": "/priors/brain-t1-64.calibration.json",
+              "match": "exact", "groups": ["all"], "lambdas": {"all": 2.1}, "eps": 0.01, "data_kind": "in-model",
+              "n_images": {"all": 50}}
 
 
 def test_sr_output_pixels_cover_their_input_pixel_in_world_coordinates():
@@ -191,3 +203,52 @@ def test_result_geometry_agrees_with_the_nifti_writer():
     scale, translate = layer_scale_translate(saved, 3)
     np.testing.assert_allclose(scale, mean.scale)
     np.testing.assert_allclose(translate, mean.translate, atol=1e-9)
+
+
+def test_interval_layers_and_the_uncertainty_name_follow_the_calibration_state():
+    viewer = ViewerModel()
+    image = viewer.add_image(np.zeros((8, 8), np.float32), name="img", colormap="gray", contrast_limits=(0, 2))
+    request = _request()
+    request.interval_layers = True
+    first = L.show_results(viewer, image, request, _result(interval=UNCALIBRATED))
+    assert [x.name for x in first] == ["img SRx4 VI mean", "img SRx4 VI samples",
+                                       "img SRx4 VI uncertainty (uncalibrated 90 %)", "img SRx4 VI lower 90 %",
+                                       "img SRx4 VI upper 90 %"]
+    mean, _, uncertainty, lower, upper = first
+    assert uncertainty.metadata["brgm"]["interval"] == UNCALIBRATED and lower.metadata["brgm"]["kind"] == "lower"
+    assert (upper.data >= lower.data).all() and (upper.data > lower.data).any()
+    assert tuple(lower.contrast_limits) == (0, 2) and upper.colormap.name == "gray"
+    np.testing.assert_allclose(lower.scale, mean.scale)
+    np.testing.assert_allclose(upper.translate, mean.translate)
+
+    again = L.show_results(viewer, image, request, _result(interval=CALIBRATED, offset=1.0))  # another state
+    assert all(a is b for a, b in zip(first, again, strict=True)) and len(viewer.layers) == 6
+    assert uncertainty.name == "img SRx4 VI uncertainty (calibrated 95 %)" and lower.name == "img SRx4 VI lower 95 %"
+    assert uncertainty.metadata["brgm"]["interval"]["calibrated"] is True and lower.data.mean() > 0.5
+
+    (*_, kept) = L.show_results(viewer, image, request, _result(interval=UNCALIBRATED, partial=True))
+    assert kept is upper and upper.name == "img SRx4 VI upper 90 % (partial)"
+    uncertainty.name = "mine"  # renamed: kept, and the next run adds a new uncertainty layer
+    L.show_results(viewer, image, request, _result(interval=UNCALIBRATED))
+    assert uncertainty.name == "mine" and "img SRx4 VI uncertainty (uncalibrated 90 %)" in viewer.layers
+    assert upper.name == "img SRx4 VI upper 90 %" and len(viewer.layers) == 7
+
+
+def test_interval_layers_only_when_asked_and_computed():
+    request = _request()
+    assert "lower" not in L.result_arrays(request, _result(interval=UNCALIBRATED))
+    request.interval_layers = True
+    point = _result(vi=False)
+    point.settings["interval"] = 0.9  # a point estimate records the requested level only
+    assert list(L.result_arrays(request, point)) == ["mean"] and L.interval_record(point) is None
+    assert L.result_metadata(Image(np.zeros((8, 8))), request, point, "mean")["brgm"]["interval"] is None
+    assert L.result_name(request, "uncertainty", _result()) == "img SRx4 VI uncertainty"  # no interval recorded
+
+
+def test_interval_summary_names_the_calibration_or_the_fallback():
+    assert L.interval_summary(UNCALIBRATED) == "90 % interval uncalibrated (no calibration file): mean ± 2.63·std"
+    assert (L.interval_summary(CALIBRATED)
+            == "95 % interval calibrated with brain-t1-64.calibration.json (exact match)")
+    nearest = {**CALIBRATED, "level": 0.8, "match": "steps 500 (run: 300)"}
+    assert L.interval_summary(nearest) == ("80 % interval calibrated with brain-t1-64.calibration.json "
+                                           "(steps 500 (run: 300))")

@@ -80,7 +80,8 @@ def test_superres_x4_variational_gives_mean_samples_uncertainty_on_the_input_gri
 
     assert run.result is not None and not run.result.partial
     names = [layer.name for layer in viewer.layers]
-    assert names == ["lowres", "lowres SRx4 VI mean", "lowres SRx4 VI samples", "lowres SRx4 VI uncertainty"]
+    assert names == ["lowres", "lowres SRx4 VI mean", "lowres SRx4 VI samples",
+                     "lowres SRx4 VI uncertainty (uncalibrated 90 %)"]
     mean, samples, uncertainty = (viewer.layers[n] for n in names[1:])
     assert mean.data.shape == (32, 32) and samples.data.shape == (3, 32, 32) and uncertainty.data.shape == (32, 32)
     np.testing.assert_allclose(mean.scale, [0.5, 0.75])
@@ -105,7 +106,7 @@ def test_superres_x4_variational_gives_mean_samples_uncertainty_on_the_input_gri
     assert [widget.factor_combo.itemData(i) for i in range(widget.factor_combo.count())] == [2, 4, 8, 16]
 
 
-def test_inpainting_the_displayed_slice_of_a_volume_and_rerunning_in_place(docked, qtbot, tiny_prior):
+def test_inpainting_the_displayed_slice_of_a_volume_and_rerunning_in_place(docked, qtbot, tiny_prior, notes):
     viewer, widget = docked
     rng = np.random.default_rng(2)
     volume = viewer.add_image(rng.random((3, 32, 32), dtype=np.float32), name="vol", scale=(4.0, 1.0, 1.0),
@@ -131,6 +132,7 @@ def test_inpainting_the_displayed_slice_of_a_volume_and_rerunning_in_place(docke
     observed = mask.data[1] == 0
     np.testing.assert_allclose(consistent.data[0][observed], volume.data[1][observed])
     assert mean.metadata["brgm"]["slice"] == 1 and mean.metadata["brgm"]["task"] == "inpaint"
+    assert mean.metadata["brgm"]["interval"] is None and any(n.endswith("vol z1 inpaint MAP finished") for n in notes)
 
     before = [layer.unique_id for layer in viewer.layers]
     run_and_wait(widget, qtbot)  # same input, slice, task and method: the same layers are updated
@@ -269,7 +271,7 @@ def test_the_method_box_offers_every_method_and_dip_runs_without_a_prior(docked,
     assert run.result is not None and not run.result.partial and run.result.settings["restarts_done"] == 2
     assert run.total_steps == 20 == widget.progress_bar.maximum() == widget.progress_bar.value() == len(run.losses)
     assert [layer.name for layer in viewer.layers] == ["xr", "xr SRx2 DIP mean", "xr SRx2 DIP samples",
-                                                       "xr SRx2 DIP uncertainty"]
+                                                       "xr SRx2 DIP uncertainty (uncalibrated 90 %)"]
     brgm = viewer.layers["xr SRx2 DIP mean"].metadata["brgm"]
     assert brgm["method"] == "dip" and brgm["settings"]["back_project"] is True
     widget.method_combo.setCurrentIndex(widget.method_combo.findData("iagan_vi"))
@@ -324,7 +326,7 @@ def test_loading_a_diffusion_or_flow_prior_switches_the_method_and_runs(docked, 
     run = run_and_wait(widget, qtbot)
     assert run.result is not None and run.plan == reconstruction.stage_plan({"method": method})
     assert [layer.name for layer in viewer.layers] == ["mr", f"mr SRx4 {label} mean", f"mr SRx4 {label} samples",
-                                                       f"mr SRx4 {label} uncertainty"]
+                                                       f"mr SRx4 {label} uncertainty (uncalibrated 90 %)"]
     widget.method_combo.setCurrentIndex(widget.method_combo.findData("map"))  # GAN methods list GAN priors only
     listed = [widget.prior_combo.itemData(i) for i in range(widget.prior_combo.count())]
     assert path not in listed and listed[-1] is None
@@ -374,3 +376,100 @@ def test_options_set_in_the_advanced_group_reach_the_run(docked, qtbot, tiny_pri
     settings = run.result.settings
     assert settings["method_options"] == {"restarts": 2, "lambda_z": 0.01}
     assert settings["task_options"] == {"sr_kind": "bicubic"} and len(settings["restart_data_fits"]) == 2
+
+
+def _vi_form(widget, steps=3, samples=3) -> None:
+    """Variational ×4 super-resolution with the tiny prior, a few steps."""
+    choose_checkpoint(widget)
+    widget.method_combo.setCurrentIndex(widget.method_combo.findData("vi"))
+    widget.factor_combo.setCurrentIndex(widget.factor_combo.findData(4))
+    widget.steps_spin.setValue(steps)
+    widget.samples_spin.setValue(samples)
+
+
+def test_interval_layers_at_the_chosen_level_and_the_notification_names_the_calibration(docked, qtbot, tiny_prior,
+                                                                                        monkeypatch):
+    viewer, widget = docked
+    infos: list[str] = []
+    monkeypatch.setattr(reconstruction, "show_info", infos.append)
+    viewer.add_image(np.random.default_rng(7).random((8, 8), dtype=np.float32) * 100, name="lr", colormap="magma",
+                     contrast_limits=(10, 90), scale=(2.0, 2.0))
+    _vi_form(widget)
+    widget.interval_check.setChecked(True)
+    widget.level_combo.setCurrentIndex(widget.level_combo.findData(0.8))
+    assert widget.level_combo.currentText() == "80 %"
+
+    run = run_and_wait(widget, qtbot)
+
+    result = run.result
+    assert result.settings["interval"]["level"] == 0.8 and result.settings["interval"]["calibrated"] is False
+    assert [layer.name for layer in viewer.layers][3:] == ["lr SRx4 VI uncertainty (uncalibrated 80 %)",
+                                                           "lr SRx4 VI lower 80 %", "lr SRx4 VI upper 80 %"]
+    mean, uncertainty = viewer.layers["lr SRx4 VI mean"], viewer.layers["lr SRx4 VI uncertainty (uncalibrated 80 %)"]
+    lower, upper = viewer.layers["lr SRx4 VI lower 80 %"], viewer.layers["lr SRx4 VI upper 80 %"]
+    np.testing.assert_array_equal(lower.data, result.lower)
+    np.testing.assert_array_equal(upper.data, result.upper)
+    assert (upper.data >= lower.data).all() and (upper.data > lower.data).any()
+    assert lower.colormap.name == "magma" and tuple(upper.contrast_limits) == (10, 90)
+    np.testing.assert_allclose(lower.scale, mean.scale)
+    np.testing.assert_allclose(upper.translate, mean.translate)
+    assert uncertainty.metadata["brgm"]["interval"] == result.settings["interval"]
+    assert uncertainty.metadata["brgm"]["interval"]["level"] == 0.8
+    multiplier = result.settings["interval"]["multiplier"]
+    assert infos == [f"lr SRx4 VI finished: 80 % interval uncalibrated (no calibration file): "
+                     f"mean ± {multiplier:.2f}·std"]
+
+    widget.level_combo.setCurrentIndex(widget.level_combo.findData(0.95))
+    before = [layer.unique_id for layer in viewer.layers]
+    run = run_and_wait(widget, qtbot)  # another level: the same layers, renamed
+    assert [layer.unique_id for layer in viewer.layers] == before
+    assert [layer.name for layer in viewer.layers][3:] == ["lr SRx4 VI uncertainty (uncalibrated 95 %)",
+                                                           "lr SRx4 VI lower 95 %", "lr SRx4 VI upper 95 %"]
+    assert run.result.settings["interval"]["multiplier"] > multiplier and "95 % interval" in infos[-1]
+
+
+def test_a_calibration_file_of_another_prior_is_an_error_message(docked, qtbot, tiny_prior, tmp_path, monkeypatch,
+                                                                 notes):
+    from napari_brgm.engine.calibration import CalibrationFile
+
+    viewer, widget = docked
+    viewer.add_image(np.random.default_rng(8).random((8, 8), dtype=np.float32), name="img")
+    _vi_form(widget, steps=2, samples=2)
+    other = tmp_path / "other-prior.calibration.json"
+    CalibrationFile("0" * 64, "other-prior").save(other)
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", staticmethod(lambda *args, **kwargs: (str(other), "")))
+    assert widget.calibration_label.text() == "auto"
+    widget.calibration_button.click()
+    assert widget.calibration_label.text() == "other-prior.calibration.json"
+    assert widget.request().options["calibration"] == str(other)
+
+    run = run_and_wait(widget, qtbot)
+
+    assert run.result is None and [layer.name for layer in viewer.layers] == ["img"]
+    failed = [note for note in notes if "failed" in note]
+    assert len(failed) == 1 and "other-prior.calibration.json" in failed[0] and "not for this prior" in failed[0]
+    assert not any("Traceback" in note for note in notes)
+    assert widget.run_button.isEnabled() and widget.progress_bar.format() == "failed"
+    widget.auto_calibration_button.click()
+    assert widget.calibration_label.text() == "auto" and widget.request().options["calibration"] is None
+
+
+def test_interval_controls_only_for_methods_with_samples(docked, tiny_prior):
+    viewer, widget = docked
+    viewer.add_image(np.zeros((8, 8), np.float32), name="img")
+    choose_checkpoint(widget)
+    widget.interval_check.setChecked(True)
+    widget.set_calibration("/somewhere/x.calibration.json")
+    controls = (widget.level_combo, widget.interval_check, widget.calibration_button, widget.samples_spin)
+    for entry in ("map", "csgm", "iagan"):
+        widget.method_combo.setCurrentIndex(widget.method_combo.findData(entry))
+        assert not any(control.isEnabled() for control in controls), entry
+    request = widget.request()
+    assert not request.interval_layers and request.options["calibration"] is None  # a point estimate: no interval
+    for entry in reconstruction.SPREAD_METHODS:
+        widget.method_combo.setCurrentIndex(widget.method_combo.findData(entry))
+        assert all(control.isEnabled() for control in controls), entry
+    widget.method_combo.setCurrentIndex(widget.method_combo.findData("vi"))
+    request = widget.request()
+    assert request.interval_layers and request.options["calibration"] == "/somewhere/x.calibration.json"
+    assert request.options["interval"] == 0.9

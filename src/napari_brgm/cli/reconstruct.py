@@ -1,6 +1,7 @@
 """`napari-brgm reconstruct`: super-resolution, inpainting or denoising of one slice from the terminal.
 
-Writes into --out: mean.nii.gz, std.nii.gz (VI, DIP), samples.nii.gz (4-D: one volume per sample),
+Writes into --out: mean.nii.gz, std.nii.gz and lower/upper.nii.gz (the central interval; methods
+with samples), samples.nii.gz (4-D: one volume per sample),
 consistent.nii.gz (inpainting), panel.png (input, mean, std heatmap, a few samples) and
 summary.json (settings, timings, final losses). NIfTI outputs keep the input's geometry (a
 super-resolved slice sits on a grid `factor`× finer over the same field of view). Ctrl-C stops
@@ -84,9 +85,21 @@ def register(sub) -> None:
     p.add_argument("--slice", type=int, dest="slice_index", help="axial slice of a volume (default: the middle)")
     p.add_argument("--sigma-y", type=float, help="measurement noise std in input units (default: 2.5%% of range)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--interval", type=float, choices=(0.8, 0.9, 0.95), default=0.9,
+                   help="level of the central interval written as lower/upper.nii.gz (methods with samples)")
+    p.add_argument("--calibration", help="calibration file of the prior (default: <prior>.calibration.json beside "
+                   "it, if any; 'none': uncalibrated); made by napari-brgm calibrate")
     p.add_argument("--out", type=Path, required=True, help="output folder (created)")
     _add_option_flags(p)
     p.set_defaults(func=run)
+
+
+def describe_interval(info: dict) -> str:
+    """One line on a run's interval: its level and calibration."""
+    level = f"{info['level']:.0%} interval"
+    if info["calibrated"]:
+        return f"{level} calibrated with {Path(info['calibration']).name} ({info['match']}, {info['data_kind']})"
+    return f"{level} uncalibrated ({info['reason']}): mean ± {info['multiplier']:.2f}·std"
 
 
 def _slice_of(image, k: int | None):
@@ -163,6 +176,7 @@ def _run(args) -> int:
                              method=args.method, steps=args.steps, samples=args.samples, seed=args.seed,
                              device=args.device, progress=progress, should_stop=lambda: interrupted,
                              sigma_y=args.sigma_y, back_project=args.back_project, bp_eta=args.bp_eta,
+                             interval=args.interval, calibration=args.calibration,
                              **{name: getattr(args, name) for name in OPTIONS if hasattr(args, name)})
     finally:
         signal.signal(signal.SIGINT, previous)
@@ -177,6 +191,9 @@ def _run(args) -> int:
     if result.std is not None:
         written.append(save_nifti(out / "std.nii.gz", result.std[None], grid))
     written.append(save_nifti(out / "samples.nii.gz", result.samples[:, None], grid))
+    if result.lower is not None:
+        written.append(save_nifti(out / "lower.nii.gz", result.lower[None], grid))
+        written.append(save_nifti(out / "upper.nii.gz", result.upper[None], grid))
     if result.consistent is not None:
         written.append(save_nifti(out / "consistent.nii.gz", result.consistent[None], grid))
     written.append(write_panel(out / "panel.png", data, result, mask))
@@ -192,4 +209,6 @@ def _run(args) -> int:
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     state = "partial result (interrupted)" if result.partial else "done"
     print(f"{state}: wrote {', '.join(p.name for p in written)} and summary.json to {out}")
+    if "interval" in result.settings:
+        print(describe_interval(result.settings["interval"]))
     return 0

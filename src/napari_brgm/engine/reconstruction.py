@@ -98,7 +98,8 @@ def reconstruct(
         if kind == "stylegan2":
             model.precision = settings.precision  # the cached generator serves every run: set it each time
         resolution, channels = model.img_resolution, model.img_channels
-    calibration, calibration_source, prior_sha = _calibration(settings.calibration, prior_path)
+    calibration, calibration_source, prior_sha = (_calibration(settings.calibration, prior_path)
+                                                  if _has_samples(settings) else (None, None, None))
     plan = plan_fit(image.shape, resolution, factor=settings.factor, mode=settings.fit,
                     model="the prior's" if kind else f"Deep Image Prior's working size (dip_resolution {resolution}):")
 
@@ -128,9 +129,11 @@ def reconstruct(
     map_image = None if estimate.map is None else back(estimate.map)[0]
     consistent = np.where(missing, mean, image).astype(np.float32) if missing is not None else None
     lower = upper = None
+    settings_out["interval"] = {"level": settings.interval, "calibrated": False, "calibration": None,
+                                "reason": "point estimate: no samples"}
     if std is not None:
         key = calibration_key(settings.method, settings.task, settings.factor, missing, settings.steps,
-                              len(samples_in), settings.interval)
+                              len(samples_in), settings.interval, sigma_y)
         lower, upper, settings_out["interval"] = run_intervals(
             mean, std, len(samples_in), missing, key=key, level=settings.interval,
             sigma_y=imap.sigma_to_input(sigma_y), value_range=imap.width, calibration=calibration,
@@ -142,6 +145,11 @@ def reconstruct(
                   std=None if std is None else std.astype(np.float32), map=map_image, consistent=consistent,
                   losses=estimate.losses, partial=bool(estimate.partial), settings=settings_out, lower=lower,
                   upper=upper)
+
+
+def _has_samples(settings: Settings) -> bool:
+    """Whether the method gives samples (and so an interval): not MAP, CSGM, or IAGAN without its VI stage."""
+    return settings.method not in ("map", "csgm") and (settings.method != "iagan" or settings.method_options.iagan_vi)
 
 
 def _calibration(requested, prior_path) -> tuple[CalibrationFile | None, str | None, str | None]:

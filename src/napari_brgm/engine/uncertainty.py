@@ -50,10 +50,23 @@ def pixel_groups(missing: np.ndarray | None, shape: tuple[int, int]) -> dict[str
     return {"missing": np.asarray(missing, bool), "observed": ~np.asarray(missing, bool)}
 
 
+NOISE_BINS = (0.01, 0.03, 0.1, 0.3)  # edges of the σ_y bins, model units ([-1, 1] = the intensity window)
+
+
+def noise_bin(sigma_y_model: float) -> str:
+    """The σ_y bin of a run, e.g. "0.03-0.1" for the default 0.05 (2.5 % of the window)."""
+    edges = (0.0, *NOISE_BINS, float("inf"))
+    for lo, hi in zip(edges, edges[1:]):
+        if sigma_y_model <= hi:
+            return f"{lo:g}-{hi:g}"
+    raise ValueError(f"sigma_y must be finite, got {sigma_y_model}")
+
+
 def calibration_key(method: str, task: str, factor: int, missing: np.ndarray | None, steps: int, samples: int,
-                    level: float) -> dict:
+                    level: float, sigma_y_model: float) -> dict:
     """The record key a run looks up (and `calibrate` writes)."""
-    key = {"method": method, "task": task, "steps": int(steps), "samples": int(samples), "level": float(level)}
+    key = {"method": method, "task": task, "steps": int(steps), "samples": int(samples), "level": float(level),
+           "noise_bin": noise_bin(sigma_y_model)}
     if task == "superres":
         key["factor"] = int(factor)
     if task == "inpaint":
@@ -82,7 +95,8 @@ def run_intervals(mean: np.ndarray, std: np.ndarray, samples: int, missing: np.n
     """(lower, upper, record for Result.settings["interval"]) of one run, in the input's units."""
     groups = pixel_groups(missing, mean.shape)
     eps = eps_floor(sigma_y, value_range)
-    info = {"level": level, "calibrated": False, "calibration": None, "match": None, "groups": sorted(groups)}
+    info = {"level": level, "calibrated": False, "calibration": None, "match": None, "groups": sorted(groups),
+            "eps": eps, "key": key, "file": source}
     found = None
     if calibration is not None and not partial:
         found = calibration.lookup(prior_sha256 or "none", key)
@@ -95,5 +109,5 @@ def run_intervals(mean: np.ndarray, std: np.ndarray, samples: int, missing: np.n
         record, match = found
         lower, upper = interval(mean, std, eps, groups, record.lambdas)
         info |= {"calibrated": True, "calibration": source, "match": match.text, "lambdas": dict(record.lambdas),
-                 "eps": eps, "data_kind": record.data_kind, "n_images": dict(record.n_images)}
+                 "data_kind": record.data_kind, "n_images": dict(record.n_images)}
     return lower.astype(np.float32), upper.astype(np.float32), info

@@ -3,16 +3,19 @@
 No Qt here: these functions read and write napari layer models only, so the widget stays a thin
 form and this module can be tested without a window.
 
-Naming and re-run rule: a result layer is named '<input> [z<k>] <task> <method> <kind>' and carries
-``metadata["brgm"]["key"]`` built from the same parts. A run updates in place (data, placement,
-metadata) the layers that have its key and still bear their generated name; otherwise it adds new
-layers. Renaming a result layer therefore keeps it from being overwritten.
+Naming and re-run rule: a result layer is named '<input> [z<k>] <task> <method> <kind>', plus the
+interval state of an uncertainty layer (' (uncalibrated 90 %)') or the level of an interval layer
+(' 90 %'), and carries ``metadata["brgm"]["key"]`` built from the same parts and
+``metadata["brgm"]["name"]``, the name it was given. A run updates in place (data, placement,
+metadata, name) the layers that have its key and kind and still bear the name they were given;
+otherwise it adds new layers. Renaming a result layer therefore keeps it from being overwritten.
 """
 
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from napari.layers import Image, Labels, Layer, Shapes
@@ -34,6 +37,7 @@ class Request:
     image: np.ndarray  # [H, W]
     mask: np.ndarray | None  # [H, W] nonzero = missing (inpainting only)
     options: dict = field(default_factory=dict)  # reconstruct() keyword arguments except progress/should_stop
+    interval_layers: bool = False  # add the lower and upper ends of the central interval as layers
 
     @property
     def factor(self) -> int:
@@ -181,7 +185,7 @@ def result_metadata(image: Image, request: Request, result, kind: str) -> dict:
         "key": request.key, "kind": kind, "input": request.layer_name, "slice": request.slice_index,
         "task": settings.get("task"), "factor": request.factor, "prior": settings.get("prior"),
         "prior_path": settings.get("prior_path"), "method": settings.get("method"), "seed": settings.get("seed"),
-        "partial": bool(result.partial), "settings": settings,
+        "partial": bool(result.partial), "interval": interval_record(result), "settings": settings,
         "final_losses": {name: float(values[-1]) for name, values in result.losses.items() if len(values)},
     }
     return meta
@@ -205,17 +209,52 @@ def result_arrays(request: Request, result) -> dict[str, np.ndarray]:
     if result.std is not None:
         arrays["samples"] = result.samples[:, None] if request.slice_index is not None else result.samples
         arrays["uncertainty"] = lift(result.std)
+    if request.interval_layers and result.lower is not None:
+        arrays["lower"], arrays["upper"] = lift(result.lower), lift(result.upper)
     if result.consistent is not None:
         arrays["consistent"] = lift(result.consistent)
     return arrays
 
 
-def find_result_layer(layers, request: Request, kind: str) -> Layer | None:
-    """The layer a run of this request updates, if any: same key and kind, generated name (the re-run rule)."""
+def interval_record(result) -> dict | None:
+    """`settings["interval"]` of a run with an interval (a point estimate records only the requested level)."""
+    interval = result.settings.get("interval")
+    return interval if isinstance(interval, dict) else None
+
+
+def percent(level: float) -> str:
+    """An interval level as shown: 0.9 → '90 %'."""
+    return f"{round(100 * level, 1):g} %"
+
+
+def result_name(request: Request, kind: str, result) -> str:
+    """A result layer's name: '<label> <kind>' and the interval's state or level, ' (partial)' if cancelled.
+
+    'img SRx4 VI uncertainty (uncalibrated 90 %)', 'img SRx4 VI lower 90 %', 'img SRx4 MAP mean'.
+    """
     name = f"{request.label} {kind}"
+    interval = interval_record(result)
+    if interval and kind == "uncertainty":
+        name += f" ({'calibrated' if interval['calibrated'] else 'uncalibrated'} {percent(interval['level'])})"
+    elif interval and kind in ("lower", "upper"):
+        name += f" {percent(interval['level'])}"
+    return name + (PARTIAL if result.partial else "")
+
+
+def interval_summary(interval: dict) -> str:
+    """One line on how a run's interval was made: its level, and the calibration file and match, or the fallback."""
+    level = percent(interval["level"])
+    if interval["calibrated"]:
+        match = "exact match" if interval["match"] == "exact" else interval["match"]
+        return f"{level} interval calibrated with {Path(interval['calibration']).name} ({match})"
+    return f"{level} interval uncalibrated ({interval['reason']}): mean ± {interval['multiplier']:.2f}·std"
+
+
+def find_result_layer(layers, request: Request, kind: str) -> Layer | None:
+    """The layer a run of this request updates, if any: same key and kind, still the name it was given."""
     for layer in layers:
         brgm = layer.metadata.get("brgm", {})
-        if brgm.get("key") == request.key and brgm.get("kind") == kind and layer.name in (name, name + PARTIAL):
+        if brgm.get("key") == request.key and brgm.get("kind") == kind and layer.name == brgm.get("name"):
             return layer
     return None
 
@@ -223,12 +262,11 @@ def find_result_layer(layers, request: Request, kind: str) -> Layer | None:
 def show_results(viewer, image: Image, request: Request, result) -> list[Image]:
     """Add the result layers, or update those of an earlier run with the same key; return them."""
     shown = []
-    suffix = PARTIAL if result.partial else ""
     for kind, data in result_arrays(request, result).items():
         geometry = placement(image, request.slice_index, request.factor, stack=kind == "samples")
         style = _style(image, kind, data)
         metadata = result_metadata(image, request, result, kind)
-        name = f"{request.label} {kind}{suffix}"
+        name = result_name(request, kind, result)
         layer = find_result_layer(viewer.layers, request, kind)
         if layer is None or layer.data.ndim != data.ndim:
             layer = viewer.add_image(data, name=name, metadata=metadata, **geometry, **style)
@@ -236,8 +274,14 @@ def show_results(viewer, image: Image, request: Request, result) -> list[Image]:
             layer.data = data
             for attr, value in {**geometry, **style, "metadata": metadata, "name": name}.items():
                 setattr(layer, attr, value)
+        _remember_name(layer)
         shown.append(layer)
     return shown
+
+
+def _remember_name(layer: Layer) -> None:
+    """Record the name the layer got (napari may have made it unique): the re-run rule looks for it."""
+    layer.metadata["brgm"]["name"] = layer.name
 
 
 def update_preview(viewer, image: Image, request: Request, preview: np.ndarray) -> Image:
@@ -249,9 +293,11 @@ def update_preview(viewer, image: Image, request: Request, preview: np.ndarray) 
         return layer
     if layer is not None:
         viewer.layers.remove(layer)
-    return viewer.add_image(data, name=f"{request.label} preview", blending="translucent",
-                            metadata={"brgm": {"key": request.key, "kind": "preview", "input": request.layer_name}},
-                            **placement(image, request.slice_index, request.factor), **_style(image, "preview", data))
+    layer = viewer.add_image(data, name=f"{request.label} preview", blending="translucent",
+                             metadata={"brgm": {"key": request.key, "kind": "preview", "input": request.layer_name}},
+                             **placement(image, request.slice_index, request.factor), **_style(image, "preview", data))
+    _remember_name(layer)
+    return layer
 
 
 def remove_preview(viewer, request: Request) -> None:
@@ -262,7 +308,7 @@ def remove_preview(viewer, request: Request) -> None:
 
 
 def _style(image: Image, kind: str, data: np.ndarray) -> dict:
-    """Images in the input's colormap and window; uncertainty in 'inferno' from 0 to a high percentile."""
+    """Images (interval ends too) in the input's colormap and window; uncertainty in 'inferno' from 0 up."""
     if kind == "uncertainty":
         top = float(np.percentile(data, UNCERTAINTY_PERCENTILE))
         return {"colormap": "inferno", "contrast_limits": (0.0, top if top > 0 else 1.0)}

@@ -25,6 +25,7 @@ from qtpy.QtWidgets import (
     QLabel,
     QProgressBar,
     QPushButton,
+    QSizePolicy,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -32,6 +33,7 @@ from qtpy.QtWidgets import (
 
 from napari_brgm.engine import Progress, reconstruct
 from napari_brgm.engine.methods import DEFAULT_RESTARTS, METHOD_SPECS, PRIOR_KINDS
+from napari_brgm.engine.settings import INTERVAL_LEVELS, Settings
 from napari_brgm.engine.tasks import TASK_SPECS
 from napari_brgm.priors import CheckpointError, builtin_priors, prior_kind
 from napari_brgm.widgets import layers as L
@@ -42,6 +44,9 @@ SR_FACTORS = (2, 4, 8, 16, 32)
 MAX_OVERSIZE = 4  # the engine refuses inputs more than this many times the prior's measurement size
 LOAD_CHECKPOINT = "Load checkpoint…"
 CHECKPOINT_FILTER = "Priors (*.safetensors *.pkl);;All files (*)"
+CALIBRATION_FILTER = "Calibration files (*.calibration.json *.json);;All files (*)"
+AUTO_CALIBRATION = "auto"  # the calibration label when the engine looks beside the prior
+AUTO_CALIBRATION_TIP = "auto: <prior>.calibration.json beside the prior when there is one (napari-brgm calibrate)"
 RECENT_CHECKPOINTS = 5
 METHODS = (  # (combo text, combo data); "iagan_vi" becomes method="iagan", iagan_vi=True (FIXED_OPTIONS)
     ("MAP (point estimate)", "map"),
@@ -218,6 +223,18 @@ class ReconstructionWidget(QWidget):
         self.steps_spin = _spin(1, 1_000_000, 501, "Optimisation steps per stage (BRGM uses 501)")
         self.samples_spin = _spin(1, 256, 16, "Samples behind the uncertainty map: posterior samples (variational, "
                                                "flow), seeds (RED-Diff) or last iterates (Deep Image Prior)")
+        self.level_combo = QComboBox(toolTip="Level of the central interval of the samples: calibrated when a "
+                                             "calibration record matches, else mean ± m_S·std")
+        for level in INTERVAL_LEVELS:
+            self.level_combo.addItem(L.percent(level), level)
+        self.level_combo.setCurrentIndex(self.level_combo.findData(Settings.interval))
+        self.interval_check = QCheckBox("Interval layers", toolTip="Adds the lower and upper ends of the central "
+                                        "interval, calibrated when a calibration file matches")
+        self.calibration: str | None = None  # reconstruct(calibration=…): None looks beside the prior
+        self.calibration_label = QLabel(AUTO_CALIBRATION, toolTip=AUTO_CALIBRATION_TIP)
+        self.calibration_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)  # long names
+        self.calibration_button = QPushButton("Calibration…", toolTip="Choose a calibration file (napari-brgm calibrate)")
+        self.auto_calibration_button = QPushButton("Auto", toolTip="Back to the file beside the prior, if any")
         self.seed_spin = _spin(0, 2**31 - 1, 0, "Seeds every random draw: same seed, same result")
         self.device_combo = QComboBox()
         for text, value in (("Auto (CUDA if present)", "auto"), ("CPU", "cpu"), ("CUDA", "cuda")):
@@ -233,6 +250,13 @@ class ReconstructionWidget(QWidget):
         mask_row = QHBoxLayout()
         mask_row.addWidget(self.mask_combo, 1)
         mask_row.addWidget(self.new_mask_button)
+        interval_row = QHBoxLayout()
+        interval_row.addWidget(self.level_combo)
+        interval_row.addWidget(self.interval_check, 1)
+        calibration_row = QHBoxLayout()
+        calibration_row.addWidget(self.calibration_label, 1)
+        calibration_row.addWidget(self.calibration_button)
+        calibration_row.addWidget(self.auto_calibration_button)
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.cancel_button)
@@ -240,7 +264,8 @@ class ReconstructionWidget(QWidget):
         for label, field in (("Input", self.image_combo), ("", self.info), ("Task", self.task_combo),
                              ("Factor", self.factor_combo), ("Mask", mask_row), ("Prior", self.prior_combo),
                              ("Method", self.method_combo), ("", self.back_project_check),
-                             ("Steps", self.steps_spin), ("Samples", self.samples_spin), ("Seed", self.seed_spin),
+                             ("Steps", self.steps_spin), ("Samples", self.samples_spin), ("Interval", interval_row),
+                             ("Calibration", calibration_row), ("Seed", self.seed_spin),
                              ("Device", self.device_combo)):
             form.addRow(label, field)
         layout = QVBoxLayout(self)
@@ -257,6 +282,8 @@ class ReconstructionWidget(QWidget):
         self.method_combo.currentIndexChanged.connect(self._on_method)
         self.prior_combo.activated.connect(self._on_prior_activated)
         self.new_mask_button.clicked.connect(self.new_mask)
+        self.calibration_button.clicked.connect(self.choose_calibration)
+        self.auto_calibration_button.clicked.connect(lambda: self.set_calibration(None))
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
 
@@ -318,7 +345,9 @@ class ReconstructionWidget(QWidget):
 
     def _on_method(self, *_) -> None:
         method = self.method_combo.currentData()
-        self.samples_spin.setEnabled(method in SPREAD_METHODS)
+        for control in (self.samples_spin, self.level_combo, self.interval_check, self.calibration_label,
+                        self.calibration_button, self.auto_calibration_button):
+            control.setEnabled(method in SPREAD_METHODS)
         self.advanced.show_options("method", METHOD_SPECS[_engine_method(method)].options,
                                    hidden=FIXED_OPTIONS.get(method, {}))
         kind = _kind_of(method)
@@ -406,6 +435,19 @@ class ReconstructionWidget(QWidget):
         self.prior_combo.setCurrentIndex(self.prior_combo.findData(path))
         return path
 
+    def choose_calibration(self) -> str | None:
+        """Ask for a calibration file (made by `napari-brgm calibrate`) for the next runs."""
+        path, _ = QFileDialog.getOpenFileName(self, "Choose a calibration file", "", CALIBRATION_FILTER)
+        if path:
+            self.set_calibration(path)
+        return path or None
+
+    def set_calibration(self, path: str | None) -> None:
+        """The calibration file of the next runs (None: the one beside the prior, if any)."""
+        self.calibration = path
+        self.calibration_label.setText(AUTO_CALIBRATION if path is None else Path(path).name)
+        self.calibration_label.setToolTip(path or AUTO_CALIBRATION_TIP)
+
     # --- running ----------------------------------------------------------------------------------
 
     def _run_for(self, layer) -> Run | None:
@@ -432,14 +474,18 @@ class ReconstructionWidget(QWidget):
         if prior is None and kind is not None:
             raise ValueError(f"choose a {kind} prior: a built-in one or 'Load checkpoint…'")
         factor = self.factor_combo.currentData()
+        spread = method in SPREAD_METHODS
         if task == "superres" and factor is None:
             raise ValueError(f"{layer.name!r} is too large for super-resolution: crop a region of interest")
         options = {"task": task, "factor": factor if task == "superres" else 1, "prior": prior,
                    "method": _engine_method(method), "steps": self.steps_spin.value(),
                    "samples": self.samples_spin.value(), "seed": self.seed_spin.value(),
                    "device": self.device_combo.currentData(), "back_project": self.back_project_check.isChecked(),
+                   "interval": self.level_combo.currentData(),
+                   "calibration": self.calibration if spread else None,
                    **self.advanced.values(), **FIXED_OPTIONS.get(method, {})}
-        return L.Request(layer_name=layer.name, slice_index=k, image=image, mask=mask, options=options)
+        return L.Request(layer_name=layer.name, slice_index=k, image=image, mask=mask, options=options,
+                         interval_layers=spread and self.interval_check.isChecked())
 
     def run(self) -> Run | None:
         """Start a run for the chosen input in a thread worker; problems become notifications."""
@@ -503,8 +549,11 @@ class ReconstructionWidget(QWidget):
             return
         shown = L.show_results(self.viewer, run.layer, run.request, result)
         names = f"{run.request.label} " + ", ".join(layer.metadata["brgm"]["kind"] for layer in shown)
+        interval = L.interval_record(result)
         if result.partial:
             show_info(f"Cancelled after {run.reports} steps; partial results in: {names}")
+        else:
+            show_info(f"{run.request.label} finished" + (f": {L.interval_summary(interval)}" if interval else ""))
         if run is self.shown:
             self.status.setText(("cancelled, partial: " if result.partial else "done: ") + names)
 

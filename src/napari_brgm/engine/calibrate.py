@@ -1,0 +1,163 @@
+"""Calibrate a prior's intervals on the user's own images: simulate the task, run the method, fit CRC.
+
+For each ground-truth slice the task is simulated as a user would meet it (super-resolution: the
+box-averaged slice; inpainting: masks of each missing-fraction bin; denoising: seeded Gaussian
+noise of `sigma_y`), the method runs through `reconstruct` exactly as in a user's run (same steps,
+samples and options), and `engine.calibration.fit_record` fits λ̂ per pixel group from the
+scores |truth − mean| / (std + ε). Records are merged into `<prior>.calibration.json`.
+Use images the prior was not trained on: a prior reconstructs its training images too well, so
+their intervals come out too narrow (docs/evaluation.md measures that bias).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from napari_brgm.engine.calibration import (CalibrationError, CalibrationFile, CalibrationRecord, fit_record,
+                                            missing_fraction_bin)
+from napari_brgm.engine.uncertainty import LEVELS, calibration_key, file_sha256, noise_bin
+
+# Inpainting masks, NONZERO = MISSING, one per missing-fraction bin (<=25 %, 25-50 %, >50 %): each
+# calibration image is run once per bin, so that every bin has as many images as there are slices.
+MASK_SHAPES = {"<=25%": ("centre", "quadrant"), "25-50%": ("left", "right", "top", "bottom"),
+               ">50%": ("border", "three-quarters")}
+
+
+def simulation_mask(shape: tuple[int, int], kind: str) -> np.ndarray:
+    """A missing-region mask (True = missing) of one of the `MASK_SHAPES` kinds."""
+    h, w = shape
+    m = np.zeros(shape, bool)
+    if kind == "centre":
+        m[h // 4: 3 * h // 4, w // 4: 3 * w // 4] = True
+    elif kind == "quadrant":
+        m[: h // 2, w // 2:] = True
+    elif kind in ("left", "right"):
+        m[:, : w // 2] = True
+        m = m if kind == "left" else m[:, ::-1].copy()
+    elif kind in ("top", "bottom"):
+        m[: h // 2] = True
+        m = m if kind == "top" else m[::-1].copy()
+    elif kind == "border":
+        m[:] = True
+        m[h // 4: 3 * h // 4, w // 4: 3 * w // 4] = False
+    elif kind == "three-quarters":
+        m[:] = True
+        m[h // 2:, : w // 2] = False
+    else:
+        raise ValueError(f"unknown mask kind {kind!r}; choose one of {sorted(sum(MASK_SHAPES.values(), ()))}")
+    return m
+
+
+def box_downsample(x: np.ndarray, factor: int) -> np.ndarray:
+    """Area average over factor×factor blocks (the engine's "box" SR operator); the slice is cropped to fit."""
+    h, w = (s - s % factor for s in x.shape)
+    return x[:h, :w].reshape(h // factor, factor, w // factor, factor).mean(axis=(1, 3))
+
+
+@dataclass
+class Case:
+    """One simulated run: the input the method sees, the truth at output size and the pixel groups."""
+
+    image: np.ndarray
+    mask: np.ndarray | None
+    truth: np.ndarray
+    groups: dict[str, np.ndarray]
+    bin: str | None  # inpainting's missing-fraction bin
+
+
+def simulate(truth: np.ndarray, task: str, *, factor: int = 4, sigma_y: float | None = None, seed: int = 0):
+    """The cases of one truth slice for `task`: one for SR and denoising, one per mask bin for inpainting."""
+    truth = np.asarray(truth, np.float32)
+    if task == "superres":
+        t = truth[: truth.shape[0] - truth.shape[0] % factor, : truth.shape[1] - truth.shape[1] % factor]
+        return [Case(box_downsample(t, factor), None, t, {"all": np.ones(t.shape, bool)}, None)]
+    if task == "denoise":
+        if sigma_y is None:
+            raise ValueError("denoising calibration needs the noise level sigma_y (input units)")
+        noisy = truth + sigma_y * np.random.default_rng(seed).standard_normal(truth.shape).astype(np.float32)
+        return [Case(noisy, None, truth, {"all": np.ones(truth.shape, bool)}, None)]
+    if task != "inpaint":
+        raise ValueError(f"task must be 'superres', 'inpaint' or 'denoise', got {task!r}")
+    rng = np.random.default_rng(seed)
+    cases = []
+    for fraction_bin, kinds in MASK_SHAPES.items():
+        m = simulation_mask(truth.shape, kinds[rng.integers(len(kinds))])
+        assert missing_fraction_bin(float(m.mean())) == fraction_bin, (fraction_bin, m.mean())
+        cases.append(Case(np.where(m, 0, truth).astype(np.float32), m.astype(np.uint8), truth,
+                          {"missing": m, "observed": ~m}, fraction_bin))
+    return cases
+
+
+def calibrate(images: Sequence[np.ndarray], *, prior, method: str = "vi", task: str = "superres", factor: int = 4,
+              steps: int = 501, samples: int = 16, levels: Sequence[float] = LEVELS, seed: int = 0,
+              sigma_y: float | None = None, data_kind: str = "real-heldout", sources: Sequence[str] | None = None,
+              out=None, progress: Callable[[int, int, str], None] | None = None,
+              should_stop: Callable[[], bool] | None = None, **options) -> tuple[CalibrationFile, list]:
+    """Run `method` on the simulated task over `images` and fit one record per key and level.
+
+    Returns the calibration file (merged into `out` and written there when `out` is given) and the
+    new records. `progress(i, n, text)` after every run; `should_stop()` between runs ends early
+    and fits what is done. `options` go to `reconstruct` (method options, window, ...).
+    """
+    from napari_brgm import reconstruct
+
+    cases = [(i, c) for i, x in enumerate(images) for c in simulate(x, task, factor=factor, sigma_y=sigma_y,
+                                                                       seed=seed + i)]
+    if not cases:
+        raise ValueError("no calibration images given")
+    runs: dict[tuple, list] = {}  # (mask bin, noise bin) → runs: the runs of one calibration key
+    prior_path = None
+    for n, (i, case) in enumerate(cases, 1):
+        if should_stop is not None and should_stop():
+            break
+        r = reconstruct(case.image, task=task, factor=factor, mask=case.mask, prior=prior, method=method,
+                        steps=steps, samples=samples, seed=seed + i, calibration="none",
+                        **({"sigma_y": sigma_y} if sigma_y is not None else {}), **options)
+        if r.std is None:
+            raise ValueError(f"method {method!r} gives no samples here: nothing to calibrate")
+        prior_path = r.settings["prior_path"]
+        runs.setdefault((case.bin, noise_bin(r.settings["sigma_y_model"])), []).append((case, r))
+        if progress is not None:
+            progress(n, len(cases), f"slice {i + 1}/{len(images)}" + (f", mask {case.bin}" if case.bin else ""))
+    sha = file_sha256(prior_path) if prior_path is not None else "none"
+    target = CalibrationFile.load(out) if out is not None and _exists(out) else CalibrationFile(sha, _name(prior), [])
+    if target.prior_sha256 != sha:
+        raise CalibrationError(f"{out} holds the calibration of another prior ({target.prior_sha256[:12]}…); "
+                               "write to a new file")
+    records: list[CalibrationRecord] = []
+    for done in runs.values():
+        case0, r0 = done[0]
+        mean_missing = np.mean([c.mask.mean() for c, _ in done]) if case0.mask is not None else None
+        for level in levels:
+            key = calibration_key(method, task, factor, None if case0.mask is None else case0.mask != 0, steps,
+                                  len(r0.samples), level, r0.settings["sigma_y_model"])
+            try:
+                rec = fit_record([c.truth for c, _ in done], [r.mean for _, r in done], [r.std for _, r in done],
+                                 [c.groups for c, _ in done], key, level,
+                                 [r.settings["interval"]["eps"] for _, r in done], data_kind,
+                                 notes={"sources": list(sources or [])[: len(images)],
+                                        "mean_missing_fraction": mean_missing,
+                                        "options": {k: str(v) for k, v in options.items()}})
+            except CalibrationError as err:  # too few images for this level: the others may still be fitted
+                warnings.warn(f"level {level}: not calibrated: {err}", stacklevel=2)
+                continue
+            target.merge(rec)
+            records.append(rec)
+    if not records:
+        raise CalibrationError(f"nothing could be calibrated from {len(runs)} group(s) of runs: give more images")
+    if out is not None:
+        target.save(out)
+    return target, records
+
+
+def _exists(path) -> bool:
+    return Path(path).is_file()
+
+
+def _name(prior) -> str | None:
+    return None if prior is None else Path(str(prior)).name.split(".")[0]
