@@ -1,6 +1,6 @@
 """Make the shipped calibration file of the built-in StyleGAN2 prior (VI with its default Laplace posterior).
 
-    python tools/calibrate_builtin.py [--tasks sr4,sr8,inpaint,denoise] [--slices 15] [--jobs 2]
+    python tools/calibrate_builtin.py [--tasks inpaint,sr4,sr8,denoise] [--slices 15] [--jobs 2] [--merge-only]
 
 Calibration images: CORONAL and SAGITTAL slices of the two training heads (MNI152, Colin27;
 `tools/brain_t1_data.py`), `--slices` per plane. The prior was trained on their axial slices only,
@@ -16,6 +16,7 @@ import argparse
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,6 +38,7 @@ def main() -> int:
     ap.add_argument("--slices", type=int, default=15, help="per plane (coronal, sagittal)")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "calibration")
+    ap.add_argument("--merge-only", action="store_true", help="only merge the per-task files already in --work")
     args = ap.parse_args()
     data = gather(ROOT / "runs" / "brain-t1-data")["train"]
     prior = builtin_priors()["brain-t1-64"]
@@ -45,11 +47,14 @@ def main() -> int:
     for task in args.tasks.split(","):
         part = args.work / f"{task}.json"
         parts.append(part)
+        if args.merge_only:
+            continue
         cmd = [sys.executable, "-m", "napari_brgm.cli.main", "calibrate", *map(str, data), "--prior", str(prior),
                "--method", "vi", "--plane", "coronal,sagittal", "--slices", str(args.slices), "--out", str(part),
                "--data-kind", "real-unseen-plane", *TASKS[task]]
-        while len(running) >= args.jobs:
-            running.pop(0).wait()
+        while len(running) >= args.jobs:  # wait for any job to end
+            time.sleep(5)
+            running = [p for p in running if p.poll() is None]
         log = open(args.work / f"{task}.log", "w")
         running.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                                         env=os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}))

@@ -41,10 +41,10 @@ def prior_copy(tiny_prior, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def calibrated(prior_copy, tiny_generator):
-    """CRC calibration on 20 in-model images, inpainting (one mask per missing-fraction bin), written beside the prior."""
+    """CRC calibration on 20 in-model images, inpainting with half masks (bin 25-50 %), written beside the prior."""
     images = in_model_images(tiny_generator, 20, seed=10)
     _, records = calibrate(images, prior=prior_copy, task="inpaint", out=calibration_path(prior_copy),
-                           data_kind="in-model", levels=(0.9,), **RUN)
+                           data_kind="in-model", levels=(0.9,), bins=("25-50%",), **RUN)
     return records
 
 
@@ -72,11 +72,11 @@ def test_interval_level_outside_the_offered_ones_is_refused(tiny_prior, hu_image
 
 
 def test_calibration_beside_the_prior_is_found_and_covers_new_in_model_images(calibrated, prior_copy, tiny_generator):
-    assert {r.key["missing_fraction_bin"] for r in calibrated} == {"<=25%", "25-50%", ">50%"}
+    assert [r.key["missing_fraction_bin"] for r in calibrated] == ["25-50%"]
     assert all(r.n_images == {"missing": 20, "observed": 20} for r in calibrated)
     covered = {"missing": [], "observed": []}
     for k, truth in enumerate(in_model_images(tiny_generator, 8, seed=99)):
-        case = simulate(truth, "inpaint", seed=k)[1]  # the 25-50 % bin
+        case, = simulate(truth, "inpaint", seed=k, bins=("25-50%",))
         r = reconstruct(case.image, task="inpaint", mask=case.mask, prior=prior_copy, seed=k, **RUN)
         info = r.settings["interval"]
         assert info["calibrated"] and info["match"] == "exact" and info["data_kind"] == "in-model"
@@ -113,3 +113,16 @@ def test_no_matching_record_and_cancelled_runs_stay_uncalibrated(calibrated, pri
     assert not r.settings["interval"]["calibrated"] and r.settings["interval"]["reason"] == "cancelled run"
     off = reconstruct(hu_image, task="inpaint", mask=mask, prior=prior_copy, calibration="none", **RUN)
     assert off.settings["interval"]["reason"] == "no calibration file"
+
+
+def test_simulated_masks_fall_in_their_missing_fraction_bins():
+    from napari_brgm.engine.calibrate import MASK_SHAPES, simulation_mask
+    from napari_brgm.engine.calibration import missing_fraction_bin
+
+    for fraction_bin, kinds in MASK_SHAPES.items():
+        for kind in kinds:
+            assert missing_fraction_bin(simulation_mask((64, 48), kind).mean()) == fraction_bin, kind
+    sr, = simulate(np.arange(36.0).reshape(6, 6), "superres", factor=2)
+    np.testing.assert_allclose(sr.image[0, 0], np.mean([0, 1, 6, 7]))
+    with pytest.raises(ValueError, match="sigma_y"):
+        simulate(np.zeros((8, 8)), "denoise")

@@ -70,8 +70,9 @@ class Case:
     bin: str | None  # inpainting's missing-fraction bin
 
 
-def simulate(truth: np.ndarray, task: str, *, factor: int = 4, sigma_y: float | None = None, seed: int = 0):
-    """The cases of one truth slice for `task`: one for SR and denoising, one per mask bin for inpainting."""
+def simulate(truth: np.ndarray, task: str, *, factor: int = 4, sigma_y: float | None = None, seed: int = 0,
+             bins: Sequence[str] = tuple(MASK_SHAPES)):
+    """The cases of one truth slice for `task`: one for SR and denoising, one per mask bin (`bins`) for inpainting."""
     truth = np.asarray(truth, np.float32)
     if task == "superres":
         t = truth[: truth.shape[0] - truth.shape[0] % factor, : truth.shape[1] - truth.shape[1] % factor]
@@ -85,7 +86,8 @@ def simulate(truth: np.ndarray, task: str, *, factor: int = 4, sigma_y: float | 
         raise ValueError(f"task must be 'superres', 'inpaint' or 'denoise', got {task!r}")
     rng = np.random.default_rng(seed)
     cases = []
-    for fraction_bin, kinds in MASK_SHAPES.items():
+    for fraction_bin in bins:
+        kinds = MASK_SHAPES[fraction_bin]
         m = simulation_mask(truth.shape, kinds[rng.integers(len(kinds))])
         assert missing_fraction_bin(float(m.mean())) == fraction_bin, (fraction_bin, m.mean())
         cases.append(Case(np.where(m, 0, truth).astype(np.float32), m.astype(np.uint8), truth,
@@ -96,18 +98,20 @@ def simulate(truth: np.ndarray, task: str, *, factor: int = 4, sigma_y: float | 
 def calibrate(images: Sequence[np.ndarray], *, prior, method: str = "vi", task: str = "superres", factor: int = 4,
               steps: int = 501, samples: int = 16, levels: Sequence[float] = LEVELS, seed: int = 0,
               sigma_y: float | None = None, data_kind: str = "real-heldout", sources: Sequence[str] | None = None,
-              out=None, progress: Callable[[int, int, str], None] | None = None,
+              out=None, bins: Sequence[str] = tuple(MASK_SHAPES),
+              progress: Callable[[int, int, str], None] | None = None,
               should_stop: Callable[[], bool] | None = None, **options) -> tuple[CalibrationFile, list]:
     """Run `method` on the simulated task over `images` and fit one record per key and level.
 
+    `bins`: inpainting's missing-fraction bins to calibrate (each image is run once per bin).
     Returns the calibration file (merged into `out` and written there when `out` is given) and the
     new records. `progress(i, n, text)` after every run; `should_stop()` between runs ends early
     and fits what is done. `options` go to `reconstruct` (method options, window, ...).
     """
     from napari_brgm import reconstruct
 
-    cases = [(i, c) for i, x in enumerate(images) for c in simulate(x, task, factor=factor, sigma_y=sigma_y,
-                                                                       seed=seed + i)]
+    cases = [(i, c) for i, x in enumerate(images)
+             for c in simulate(x, task, factor=factor, sigma_y=sigma_y, seed=seed + i, bins=bins)]
     if not cases:
         raise ValueError("no calibration images given")
     runs: dict[tuple, list] = {}  # (mask bin, noise bin) → runs: the runs of one calibration key

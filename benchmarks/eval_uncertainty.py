@@ -1,0 +1,194 @@
+"""Uncertainty evaluation on the held-out ITK head: coverage, width, calibration and ranking of the std.
+
+Slices, tasks and method specs as in eval_brain_prior.py (SR ×4/×8 of the box-downsampled truth, inpainting
+with the center/half masks, denoising at σ = 0.1 × range with sigma_y = σ); every method uses the built-in
+prior of its kind. A spec is an eval_brain_prior method spec with an optional ":<vi_posterior>" (vi:meanfield).
+Each run is made once, with the calibration found beside the prior (or --calibration); from it come three
+central intervals at --level: μ ± z·σ̂ (plain Gaussian, z = 1.645 at 0.9), μ ± m_S·σ̂ (Student-t multiplier
+for S samples, `gaussian_multiplier`) and the calibrated Result.lower/upper when a record matched.
+Metrics are per slice, then averaged over slices (../shared/docs/uq-calibration.md §2, §8), with e = μ − x:
+
+  cov missing / all  coverage of the three intervals z·σ̂ / m_S·σ̂ / calibrated on the missing pixels
+                     (inpainting only) and on all pixels
+  width all          mean width of the m_S·σ̂ and the calibrated interval (input units: [-1, 1] slices)
+  ZMS                mean (e/σ̂)² over all pixels (target 1)
+  ρ all / missing    Spearman ρ(σ̂, |e|) and ρ_ref, the ρ of calibrated errors for the same σ̂ map
+  AUSE               sparsification error over all pixels, and AUSE_ref for errors σ̂·z', z' ~ N(0, 1)
+  M9                 median σ̂ missing / median σ̂ observed (inpainting)
+  calibration        the record's match text, or "none"
+Second table (M7): coverage of the calibrated interval (m_S·σ̂ when uncalibrated) per σ̂ quartile (Q1 lowest).
+
+    python benchmarks/eval_uncertainty.py --methods vi,vi:meanfield --tasks sr4,sr8,center,half,denoise
+    python benchmarks/eval_uncertainty.py --json out/uncertainty.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from eval_brain_prior import HELD_OUT, TASKS, downsample, masks, method_options, noisy_copy, pick_slices  # noqa: E402
+
+from napari_brgm import reconstruct  # noqa: E402
+from napari_brgm.engine import metrics as M  # noqa: E402
+from napari_brgm.engine.calibration import gaussian_multiplier, uncalibrated_interval  # noqa: E402
+from napari_brgm.engine.settings import PRIOR_KINDS  # noqa: E402
+from napari_brgm.training.data import load_slices  # noqa: E402
+
+METHODS = "vi,vi:meanfield,iagan+vi,dip,reddiff,flow"
+
+
+def spec_options(spec: str) -> dict:
+    """reconstruct's method options of a spec "<eval_brain_prior spec>[:<vi_posterior>]"."""
+    base, _, posterior = spec.partition(":")
+    return method_options(base) | ({"vi_posterior": posterior} if posterior else {})
+
+
+def run(truth, key, spec, args):
+    """(Result, missing mask or None, seconds) of one slice."""
+    task, arg = TASKS[key]
+    kw = dict(task=task, prior=None, steps=args.steps, samples=args.samples, seed=args.seed, interval=args.level,
+              calibration=args.calibration, **spec_options(spec))
+    missing = None
+    if task == "denoise":
+        y, kw["sigma_y"] = noisy_copy(truth, arg, args.seed)
+    elif task == "superres":
+        y, kw["factor"] = downsample(truth, arg), arg
+    else:
+        missing = masks(truth.shape[0])[arg] != 0
+        y, kw["mask"] = np.where(missing, 0, truth), missing.astype(np.uint8)
+    t0 = time.perf_counter()
+    r = reconstruct(y, **kw)
+    return r, missing, time.perf_counter() - t0
+
+
+def slice_metrics(truth, r, missing, level, seed) -> dict:
+    """Every per-slice number of the tables."""
+    mu, std, n_samples = r.mean.astype(np.float64), r.std.astype(np.float64), len(r.samples)
+    err = mu - truth
+    info = r.settings["interval"]
+    intervals = {"z": uncalibrated_interval(mu, std, level, None), "mS": uncalibrated_interval(mu, std, level, n_samples)}
+    if info["calibrated"]:
+        intervals["cal"] = (r.lower, r.upper)
+    groups = {"all": None} if missing is None else {"all": None, "missing": missing}
+    out = {"samples": n_samples, "m_S": gaussian_multiplier(level, n_samples),
+           "calibration": info["match"] if info["calibrated"] else "none",
+           "zms": M.zms(std, err), "ause": M.ause(std, err), "ause_ref": M.ause(std, M.reference_errors(std, seed))}
+    for g, mask in groups.items():
+        for name, (lo, hi) in intervals.items():
+            out[f"cov_{g}_{name}"] = M.coverage(truth, lo, hi, mask)
+        out[f"rho_{g}"] = M.spearman(std, err, mask)
+        out[f"rho_ref_{g}"] = M.reference_spearman(std, mask, seed)
+    for name, (lo, hi) in intervals.items():
+        out[f"width_all_{name}"] = M.interval_width(lo, hi)
+    if missing is not None:
+        out["m9"] = float(np.median(std[missing]) / np.median(std[~missing]))
+    lo, hi = intervals.get("cal", intervals["mS"])
+    order = np.argsort(std, axis=None, kind="stable")
+    inside = ((lo <= truth) & (truth <= hi)).ravel()
+    out["cov_quartiles"] = [float(inside[q].mean()) for q in np.array_split(order, 4)]
+    out["quartile_interval"] = "calibrated" if "cal" in intervals else "m_S·σ"
+    return out
+
+
+def fmt(v, digits=3) -> str:
+    return "–" if v is None else f"{v:.{digits}f}"
+
+
+def aggregate(figs: list[dict]) -> dict:
+    """Slice means of every number present in all slices; None where absent."""
+    keys = {k for f in figs for k, v in f.items() if isinstance(v, float)}
+    row = {k: float(np.mean([f[k] for f in figs])) if all(k in f for f in figs) else None for k in keys}
+    row["cov_quartiles"] = np.mean([f["cov_quartiles"] for f in figs], axis=0).tolist()
+    row["calibration"] = "; ".join(sorted({f["calibration"] for f in figs}))
+    row["quartile_interval"] = figs[0]["quartile_interval"]
+    return row
+
+
+def table_row(spec, key, n, row) -> str:
+    g = row.get
+    cov = lambda grp: " / ".join(fmt(g(f"cov_{grp}_{i}")) for i in ("z", "mS", "cal"))  # noqa: E731
+    rho = lambda grp: f"{fmt(g(f'rho_{grp}'), 2)} ({fmt(g(f'rho_ref_{grp}'), 2)})"  # noqa: E731
+    cells = [spec, key, str(n), cov("missing") if g("cov_missing_z") is not None else "–", cov("all"),
+             f"{fmt(g('width_all_mS'))} / {fmt(g('width_all_cal'))}", fmt(g("zms"), 2), rho("all"),
+             rho("missing") if g("rho_missing") is not None else "–",
+             f"{fmt(g('ause'))} ({fmt(g('ause_ref'))})", fmt(g("m9"), 2), row["calibration"], fmt(g("seconds"), 1)]
+    return "| " + " | ".join(cells) + " |"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--methods", default=METHODS, help=f"method specs, comma-separated (default {METHODS})")
+    p.add_argument("--tasks", default=",".join(TASKS), help=f"any of {','.join(TASKS)} (default all)")
+    p.add_argument("--slices", type=int, default=4, help="number of held-out slices (default 4)")
+    p.add_argument("--steps", type=int, default=501, help="solver steps (default 501, the engine's)")
+    p.add_argument("--samples", type=int, default=16, help="samples S behind the std (default 16)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--heldout", type=Path, default=HELD_OUT, help="held-out head, or any image load_slices reads")
+    p.add_argument("--level", type=float, default=0.9, help="interval level: 0.8, 0.9 or 0.95 (default 0.9)")
+    p.add_argument("--calibration", help='calibration file (default: the one beside each prior; "none": off)')
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    p.add_argument("--json", type=Path, help="also write every per-slice number here")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from napari_brgm.priors import default_prior, load_prior
+
+    methods, keys = args.methods.split(","), args.tasks.split(",")
+    if unknown := [k for k in keys if k not in TASKS]:
+        p.error(f"unknown tasks {unknown}; choose from {','.join(TASKS)}")
+    kinds = {PRIOR_KINDS.get(spec.partition(":")[0].split("+")[0]) for spec in methods}
+    names = {default_prior(k) for k in kinds if k} - {None}
+    sizes = {load_prior(n).img_resolution for n in names} or {64}
+    if len(sizes) > 1:
+        p.error(f"the built-in priors have different resolutions {sorted(sizes)}")
+    data = load_slices([args.heldout], sizes.pop())
+    chosen = sorted(set(pick_slices(data.images, args.slices)))
+    pct = f"cov{round(100 * args.level)}"
+    print(f"held-out {args.heldout.name}: slices {[data.sources[i] for i in chosen]}; {args.steps} steps, "
+          f"S = {args.samples}, level {args.level}, seed {args.seed}\n")
+    print(f"| method | task | n | {pct} missing z·σ / m_S·σ / cal | {pct} all z·σ / m_S·σ / cal | width all m_S·σ / cal "
+          "| ZMS | ρ all (ρ_ref) | ρ missing (ρ_ref) | AUSE (ref) | M9 | calibration | s/slice |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
+    rows, per_slice = [], []
+    for spec in methods:
+        for key in keys:
+            figs = []
+            try:
+                for i in chosen:
+                    truth = data.images[i, 0].numpy()
+                    r, missing, secs = run(truth, key, spec, args)
+                    if r.std is None:
+                        raise ValueError("the method gives no samples, so no std or interval")
+                    figs.append({"method": spec, "task": key, "slice": data.sources[i], "seconds": secs,
+                                 **slice_metrics(truth, r, missing, args.level, args.seed)})
+                    print(f"{spec} {key} {data.sources[i]} {secs:.1f}s", file=sys.stderr, flush=True)
+            except Exception as err:  # a missing prior, an unknown spec, an unsupported task: skip the row
+                print(f"skipped {spec} {key}: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
+                continue
+            per_slice += figs
+            rows.append({"method": spec, "task": key, "n": len(figs), **aggregate(figs)})
+            print(table_row(spec, key, len(figs), rows[-1]), flush=True)
+    print(f"\nM7: {pct} coverage per σ̂ quartile over all pixels (Q1 = lowest σ̂)\n\n"
+          "| method | task | interval | Q1 | Q2 | Q3 | Q4 |\n|---|---|---|---|---|---|---|")
+    for row in rows:
+        print(f"| {row['method']} | {row['task']} | {row['quartile_interval']} | "
+              + " | ".join(fmt(c) for c in row["cov_quartiles"]) + " |")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows,
+                                         "per_slice": per_slice}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
