@@ -19,7 +19,8 @@ Metrics are per slice, then averaged over slices (../shared/docs/uq-calibration.
 Second table (M7): coverage of the calibrated interval (m_S·σ̂ when uncalibrated) per σ̂ quartile (Q1 lowest).
 
     python benchmarks/eval_uncertainty.py --methods vi,vi:meanfield --tasks sr4,sr8,center,half,denoise
-    python benchmarks/eval_uncertainty.py --json out/uncertainty.json
+    python benchmarks/eval_uncertainty.py --json out/uncertainty.json   # all six default methods, all five tasks
+    python benchmarks/eval_uncertainty.py --calibration none            # the uncalibrated baseline only
 """
 
 from __future__ import annotations
@@ -75,7 +76,8 @@ def slice_metrics(truth, r, missing, level, seed) -> dict:
     mu, std, n_samples = r.mean.astype(np.float64), r.std.astype(np.float64), len(r.samples)
     err = mu - truth
     info = r.settings["interval"]
-    intervals = {"z": uncalibrated_interval(mu, std, level, None), "mS": uncalibrated_interval(mu, std, level, n_samples)}
+    intervals = {"z": uncalibrated_interval(mu, std, level, None),
+                 "mS": uncalibrated_interval(mu, std, level, n_samples)}
     if info["calibrated"]:
         intervals["cal"] = (r.lower, r.upper)
     groups = {"all": None} if missing is None else {"all": None, "missing": missing}
@@ -109,14 +111,19 @@ def aggregate(figs: list[dict]) -> dict:
     row = {k: float(np.mean([f[k] for f in figs])) if all(k in f for f in figs) else None for k in keys}
     row["cov_quartiles"] = np.mean([f["cov_quartiles"] for f in figs], axis=0).tolist()
     row["calibration"] = "; ".join(sorted({f["calibration"] for f in figs}))
-    row["quartile_interval"] = figs[0]["quartile_interval"]
+    row["quartile_interval"] = "; ".join(sorted({f["quartile_interval"] for f in figs}))
     return row
 
 
 def table_row(spec, key, n, row) -> str:
     g = row.get
-    cov = lambda grp: " / ".join(fmt(g(f"cov_{grp}_{i}")) for i in ("z", "mS", "cal"))  # noqa: E731
-    rho = lambda grp: f"{fmt(g(f'rho_{grp}'), 2)} ({fmt(g(f'rho_ref_{grp}'), 2)})"  # noqa: E731
+
+    def cov(grp):
+        return " / ".join(fmt(g(f"cov_{grp}_{i}")) for i in ("z", "mS", "cal"))
+
+    def rho(grp):
+        return f"{fmt(g(f'rho_{grp}'), 2)} ({fmt(g(f'rho_ref_{grp}'), 2)})"
+
     cells = [spec, key, str(n), cov("missing") if g("cov_missing_z") is not None else "–", cov("all"),
              f"{fmt(g('width_all_mS'))} / {fmt(g('width_all_cal'))}", fmt(g("zms"), 2), rho("all"),
              rho("missing") if g("rho_missing") is not None else "–",
@@ -133,7 +140,7 @@ def main(argv=None) -> int:
     p.add_argument("--samples", type=int, default=16, help="samples S behind the std (default 16)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--heldout", type=Path, default=HELD_OUT, help="held-out head, or any image load_slices reads")
-    p.add_argument("--level", type=float, default=0.9, help="interval level: 0.8, 0.9 or 0.95 (default 0.9)")
+    p.add_argument("--level", type=float, default=0.9, choices=(0.8, 0.9, 0.95), help="interval level (default 0.9)")
     p.add_argument("--calibration", help='calibration file (default: the one beside each prior; "none": off)')
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     p.add_argument("--json", type=Path, help="also write every per-slice number here")
@@ -156,9 +163,9 @@ def main(argv=None) -> int:
     pct = f"cov{round(100 * args.level)}"
     print(f"held-out {args.heldout.name}: slices {[data.sources[i] for i in chosen]}; {args.steps} steps, "
           f"S = {args.samples}, level {args.level}, seed {args.seed}\n")
-    print(f"| method | task | n | {pct} missing z·σ / m_S·σ / cal | {pct} all z·σ / m_S·σ / cal | width all m_S·σ / cal "
-          "| ZMS | ρ all (ρ_ref) | ρ missing (ρ_ref) | AUSE (ref) | M9 | calibration | s/slice |\n"
-          "|---|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
+    print(f"| method | task | n | {pct} missing z·σ / m_S·σ / cal | {pct} all z·σ / m_S·σ / cal "
+          "| width all m_S·σ / cal | ZMS | ρ all (ρ_ref) | ρ missing (ρ_ref) | AUSE (ref) | M9 | calibration "
+          "| s/slice |\n" + "|---" * 13 + "|", flush=True)
     rows, per_slice = [], []
     for spec in methods:
         for key in keys:

@@ -126,3 +126,17 @@ def test_simulated_masks_fall_in_their_missing_fraction_bins():
     np.testing.assert_allclose(sr.image[0, 0], np.mean([0, 1, 6, 7]))
     with pytest.raises(ValueError, match="sigma_y"):
         simulate(np.zeros((8, 8)), "denoise")
+
+
+def test_out_of_distribution_flag_scores_the_misfit_against_a_threshold(tiny_prior, hu_image):
+    from napari_brgm.engine.uncertainty import MISFIT_THRESHOLD
+
+    mask = np.zeros(hu_image.shape, np.uint8)
+    mask[:, 16:] = 1
+    own = reconstruct(hu_image, task="inpaint", mask=mask, prior=tiny_prior, **RUN).settings["in_distribution"]
+    stripes = np.where(np.indices(hu_image.shape).sum(0) % 2 == 0, 1.0, -1.0).astype(np.float32)
+    odd = reconstruct(stripes, task="inpaint", mask=mask, prior=tiny_prior, **RUN).settings["in_distribution"]
+    assert own["threshold"] == odd["threshold"] == MISFIT_THRESHOLD and own["threshold_from"] == "default"
+    assert odd["score"] > 3 * own["score"] and odd["ok"] is False
+    dip = reconstruct(hu_image, task="inpaint", mask=mask, method="dip", steps=2, samples=2)
+    assert dip.settings["in_distribution"]["ok"] is None

@@ -145,6 +145,7 @@ def calibrate(images: Sequence[np.ndarray], *, prior, method: str = "vi", task: 
                                  [c.groups for c, _ in done], key, level,
                                  [r.settings["interval"]["eps"] for _, r in done], data_kind,
                                  notes={"sources": list(sources or [])[: len(images)],
+                                        "misfit_q99": _q99([r.settings["in_distribution"]["score"] for _, r in done]),
                                         "mean_missing_fraction": mean_missing,
                                         "options": {k: str(v) for k, v in options.items()}})
             except CalibrationError as err:  # too few images for this level: the others may still be fitted
@@ -157,6 +158,12 @@ def calibrate(images: Sequence[np.ndarray], *, prior, method: str = "vi", task: 
     if out is not None:
         target.save(out)
     return target, records
+
+
+def _q99(scores: list) -> float | None:
+    """99th percentile of the calibration runs' data misfits: the out-of-distribution threshold."""
+    values = [v for v in scores if v is not None]
+    return float(np.quantile(values, 0.99)) if values else None
 
 
 def _exists(path) -> bool:

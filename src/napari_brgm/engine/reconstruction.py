@@ -24,7 +24,8 @@ from napari_brgm.engine.intensity import IntensityMap
 from napari_brgm.engine.methods import DipOptions, FlowOptions, IaganOptions, RedDiffOptions
 from napari_brgm.engine.result import Progress, Result
 from napari_brgm.engine.settings import PRIOR_KINDS, Settings, validate_inputs
-from napari_brgm.engine.uncertainty import calibration_key, file_sha256, load_calibration, run_intervals
+from napari_brgm.engine.uncertainty import (calibration_key, file_sha256, in_distribution, load_calibration,
+                                            run_intervals)
 from napari_brgm.operators import MaskedOperator, make_operator
 from napari_brgm.priors.cpu import memory_retained
 from napari_brgm.solvers import (
@@ -119,6 +120,7 @@ def reconstruct(
     with memory_retained():  # batched steps reuse freed memory (3x faster VI at 256 px); released after the run
         estimate = _SOLVERS[settings.method](problem, settings, sigma_y, monitor, plan, model)
     settings_out.update(estimate.notes)
+    misfit = _misfit(problem, estimate, sigma_y, kind)
     back = lambda t: imap.to_input(plan.from_model(_gray(t)))  # noqa: E731  model [N,C,R,R] → input units
     if settings.back_project:
         estimate.samples = back_project(problem, estimate.samples, settings.bp_eta)
@@ -138,6 +140,7 @@ def reconstruct(
             mean, std, len(samples_in), missing, key=key, level=settings.interval,
             sigma_y=imap.sigma_to_input(sigma_y), value_range=imap.width, calibration=calibration,
             source=calibration_source, prior_sha256=prior_sha, partial=bool(estimate.partial))
+    settings_out["in_distribution"] = in_distribution(misfit, settings_out["interval"].get("misfit_q99"))
     finished = time.perf_counter()
     settings_out["timings"] = {"load_s": load_done - started, "solve_s": finished - load_done,
                                "total_s": finished - started}
@@ -145,6 +148,15 @@ def reconstruct(
                   std=None if std is None else std.astype(np.float32), map=map_image, consistent=consistent,
                   losses=estimate.losses, partial=bool(estimate.partial), settings=settings_out, lower=lower,
                   upper=upper)
+
+
+def _misfit(problem: Problem, estimate: _Estimate, sigma_y: float, kind: str | None) -> float | None:
+    """Data misfit of the estimate (before back-projection), mean over observed entries, in units of σ_y²."""
+    if kind is None:  # Deep Image Prior fits any image: its misfit says nothing about the input
+        return None
+    x = estimate.mean if estimate.mean is not None else estimate.samples.mean(dim=0, keepdim=True)
+    with torch.no_grad():
+        return float(problem.data_fit(x.float())[0]) / sigma_y**2
 
 
 def _has_samples(settings: Settings) -> bool:
