@@ -140,3 +140,14 @@ def test_out_of_distribution_flag_scores_the_misfit_against_a_threshold(tiny_pri
     assert odd["score"] > 3 * own["score"] and odd["ok"] is False
     dip = reconstruct(hu_image, task="inpaint", mask=mask, method="dip", steps=2, samples=2)
     assert dip.settings["in_distribution"]["ok"] is None
+
+
+def test_self_check_hides_a_tenth_of_the_observed_pixels_and_reports_their_coverage(tiny_prior, hu_image):
+    mask = np.zeros(hu_image.shape, np.uint8)
+    mask[:, 16:] = 1
+    r = reconstruct(hu_image, task="inpaint", mask=mask, prior=tiny_prior, self_check=True, **RUN)
+    check = r.settings["interval"]["self_check"]
+    assert check["pixels"] == round(0.1 * 512) and 0.0 <= check["coverage"] <= 1.0
+    assert check["ok"] == (check["coverage"] >= 0.8)
+    sr = reconstruct(hu_image[::4, ::4], task="superres", factor=4, prior=tiny_prior, self_check=True, **RUN)
+    assert sr.settings["interval"]["self_check"]["coverage"] is None

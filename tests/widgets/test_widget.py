@@ -7,6 +7,7 @@ import time
 import numpy as np
 import pytest
 from napari.components import ViewerModel
+from napari.layers import Image
 from napari.utils.notifications import notification_manager
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QFileDialog
@@ -473,3 +474,114 @@ def test_interval_controls_only_for_methods_with_samples(docked, tiny_prior):
     request = widget.request()
     assert request.interval_layers and request.options["calibration"] == "/somewhere/x.calibration.json"
     assert request.options["interval"] == 0.9
+
+
+@pytest.mark.parametrize(("method", "threshold", "ok"), [("map", 0.0, False), ("map", 1e30, True), ("dip", 0.0, None)])
+def test_an_out_of_distribution_run_warns_and_every_result_layer_records_the_flag(docked, qtbot, tiny_prior,
+                                                                                  monkeypatch, method, threshold, ok):
+    from napari_brgm.engine import uncertainty
+
+    viewer, widget = docked
+    warnings: list[str] = []
+    monkeypatch.setattr(reconstruction, "show_warning", warnings.append)
+    monkeypatch.setattr(uncertainty, "MISFIT_THRESHOLD", threshold)  # read by in_distribution at call time
+    viewer.add_image(np.random.default_rng(9).random((8, 8), dtype=np.float32) * 100, name="ood")
+    choose_checkpoint(widget)
+    widget.method_combo.setCurrentIndex(widget.method_combo.findData(method))
+    widget.factor_combo.setCurrentIndex(widget.factor_combo.findData(2 if method == "dip" else 4))
+    widget.steps_spin.setValue(2)
+    widget.samples_spin.setValue(2)
+
+    run = run_and_wait(widget, qtbot)
+
+    record = run.result.settings["in_distribution"]
+    assert record["ok"] is ok
+    results = [layer for layer in viewer.layers if "brgm" in layer.metadata]
+    assert len(results) >= 1 and all(layer.metadata["brgm"]["in_distribution"] == record for layer in results)
+    flagged = [w for w in warnings if "looks unlike the prior's training images" in w]
+    if ok is False:
+        assert flagged == [f"{run.request.label}: the input looks unlike the prior's training images (misfit "
+                           f"{record['score']:.1f} σ_y² > 0.0): the reconstruction and its uncertainty may be "
+                           "confident nonsense; Deep Image Prior needs no trained prior"]
+    else:
+        assert flagged == []
+
+
+def test_a_radiograph_defaults_to_deep_image_prior_until_a_method_is_chosen_for_it(docked, monkeypatch):
+    viewer, widget = docked
+    infos: list[str] = []
+    monkeypatch.setattr(reconstruction, "show_info", infos.append)
+    viewer.add_image(np.zeros((8, 8), np.float32), name="mr", metadata={"modality": "MR"})
+    viewer.add_image(np.zeros((8, 8), np.float32), name="cxr", metadata={"modality": "CR"})
+    assert widget.image_combo.currentText() == "mr" and widget.method_combo.currentData() == "map"
+
+    widget.image_combo.setCurrentText("cxr")
+    assert widget.method_combo.currentData() == "dip" and not widget.prior_combo.isEnabled()
+    assert infos == ["cxr is CR: no X-ray prior is installed: Deep Image Prior, which needs none, is selected"]
+
+    widget.method_combo.setCurrentIndex(widget.method_combo.findData("vi"))  # chosen by hand for cxr: kept
+    widget.image_combo.setCurrentText("mr")
+    widget.image_combo.setCurrentText("cxr")
+    viewer.layers["cxr"].name = "chest"  # a rename refreshes the choices: still the same layer
+    assert widget.image_combo.currentText() == "chest"
+    assert widget.method_combo.currentData() == "vi" and len(infos) == 1
+
+    viewer.add_image(np.zeros((8, 8), np.float32), name="dx", metadata={"modality": " dx"})
+    widget.image_combo.setCurrentText("dx")  # another radiograph, no method chosen for it yet
+    assert widget.method_combo.currentData() == "dip" and infos[-1].startswith("dx is DX: no X-ray prior")
+
+    widget.method_combo.setCurrentIndex(widget.method_combo.findData("map"))
+    monkeypatch.setattr(reconstruction, "builtin_priors", lambda: {"cxr-256": "/priors/cxr-256.safetensors"})
+    viewer.add_image(np.zeros((8, 8), np.float32), name="cr2", metadata={"modality": "CR"})
+    widget.image_combo.setCurrentText("cr2")  # an X-ray prior is installed: the method stays
+    assert widget.method_combo.currentData() == "map" and len(infos) == 2
+
+
+def test_the_xray_prior_rule():
+    assert not reconstruction.xray_prior_installed(["brain-t1-64", "brain-t1-64-ddpm", "brain-t1-64-glow"])
+    assert not reconstruction.xray_prior_installed([])
+    for name in ("cxr-256", "chest-pa-128-ddpm", "XRay-flow", "hand-x-ray", "/models/Chest_Xray.pkl"):
+        assert reconstruction.looks_like_xray_prior(name), name
+        assert reconstruction.xray_prior_installed(["brain-t1-64", name]), name
+    assert reconstruction.xray_modality(Image(np.zeros((2, 2)), metadata={"modality": "CR"})) == "CR"
+    assert reconstruction.xray_modality(Image(np.zeros((2, 2)), metadata={"modality": "CT"})) is None
+    assert reconstruction.xray_modality(Image(np.zeros((2, 2)))) is None
+
+
+def test_running_a_radiograph_with_a_trained_prior_warns_at_run_and_still_runs(docked, qtbot, tiny_prior,
+                                                                               monkeypatch):
+    from napari_brgm.engine import uncertainty
+
+    viewer, widget = docked
+    warnings: list[str] = []
+    monkeypatch.setattr(reconstruction, "show_warning", warnings.append)
+    monkeypatch.setattr(uncertainty, "MISFIT_THRESHOLD", 1e30)  # no out-of-distribution warning after the run
+    viewer.add_image(np.random.default_rng(10).random((8, 8), dtype=np.float32) * 100, name="cxr",
+                     metadata={"modality": "CR"})
+    assert widget.method_combo.currentData() == "dip"
+    widget.advanced.set_value("restarts", 1)
+    request = widget.request()  # Deep Image Prior: no warning
+    widget._warn_xray_prior(viewer.layers["cxr"], request)
+    assert warnings == []
+    widget.method_combo.setCurrentIndex(widget.method_combo.findData("map"))
+    widget.prior_combo.setCurrentIndex(widget.prior_combo.findData("brain-t1-64"))
+    widget._warn_xray_prior(viewer.layers["cxr"], widget.request())  # a built-in prior
+    assert warnings == ["cxr SRx4 MAP: cxr is CR, and the built-in priors are brain MRI priors: on an X-ray they "
+                        "give confident nonsense; Deep Image Prior needs no trained prior"]
+    warnings.clear()
+    choose_checkpoint(widget)
+    widget.method_combo.setCurrentIndex(widget.method_combo.findData("vi"))
+    widget.factor_combo.setCurrentIndex(widget.factor_combo.findData(4))
+    widget.steps_spin.setValue(2)
+    widget.samples_spin.setValue(2)
+
+    with qtbot.waitSignal(widget.run_finished, timeout=RUN_TIMEOUT_MS) as finished:
+        widget.run_button.click()
+        at_run = list(warnings)
+    run = finished.args[0]
+
+    assert at_run == warnings == [
+        "cxr SRx4 VI: cxr is CR, and the built-in priors are brain MRI priors and network-snapshot.pkl is not named "
+        "as an X-ray prior: unless it was trained on X-rays, it gives confident nonsense; Deep Image Prior needs no "
+        "trained prior"]
+    assert run.result is not None and "cxr SRx4 VI mean" in viewer.layers

@@ -89,6 +89,8 @@ def register(sub) -> None:
                    help="level of the central interval written as lower/upper.nii.gz (methods with samples)")
     p.add_argument("--calibration", help="calibration file of the prior (default: <prior>.calibration.json beside "
                    "it, if any; 'none': uncalibrated); made by napari-brgm calibrate")
+    p.add_argument("--self-check", action="store_true", help="inpainting: a second run with 10%% of the observed "
+                   "pixels hidden reports their coverage (a check without ground truth)")
     p.add_argument("--out", type=Path, required=True, help="output folder (created)")
     _add_option_flags(p)
     p.set_defaults(func=run)
@@ -176,7 +178,7 @@ def _run(args) -> int:
                              method=args.method, steps=args.steps, samples=args.samples, seed=args.seed,
                              device=args.device, progress=progress, should_stop=lambda: interrupted,
                              sigma_y=args.sigma_y, back_project=args.back_project, bp_eta=args.bp_eta,
-                             interval=args.interval, calibration=args.calibration,
+                             interval=args.interval, calibration=args.calibration, self_check=args.self_check,
                              **{name: getattr(args, name) for name in OPTIONS if hasattr(args, name)})
     finally:
         signal.signal(signal.SIGINT, previous)
@@ -209,6 +211,14 @@ def _run(args) -> int:
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     state = "partial result (interrupted)" if result.partial else "done"
     print(f"{state}: wrote {', '.join(p.name for p in written)} and summary.json to {out}")
-    if "interval" in result.settings:
+    if result.std is not None:
         print(describe_interval(result.settings["interval"]))
+    check = result.settings["interval"].get("self_check")
+    if check and check["coverage"] is not None:
+        print(f"self-check: {check['coverage']:.0%} of {check['pixels']} hidden observed pixels inside the interval"
+              + ("" if check["ok"] else " — below 80 %: the intervals look too narrow for this image"))
+    ood = result.settings["in_distribution"]
+    if ood["ok"] is False:
+        print(f"warning: the input looks unlike the prior's images (misfit {ood['score']:.1f} σ_y² > "
+              f"{ood['threshold']:.1f}): the result may be confident nonsense", file=sys.stderr)
     return 0

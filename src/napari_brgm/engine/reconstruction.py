@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from statistics import NormalDist
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -141,6 +142,9 @@ def reconstruct(
             sigma_y=imap.sigma_to_input(sigma_y), value_range=imap.width, calibration=calibration,
             source=calibration_source, prior_sha256=prior_sha, partial=bool(estimate.partial))
     settings_out["in_distribution"] = in_distribution(misfit, settings_out["interval"].get("misfit_q99"))
+    if settings.self_check and std is not None:
+        settings_out["interval"]["self_check"] = _self_check(image, missing, settings, imap.sigma_to_input(sigma_y),
+                                                             progress, should_stop)
     finished = time.perf_counter()
     settings_out["timings"] = {"load_s": load_done - started, "solve_s": finished - load_done,
                                "total_s": finished - started}
@@ -148,6 +152,33 @@ def reconstruct(
                   std=None if std is None else std.astype(np.float32), map=map_image, consistent=consistent,
                   losses=estimate.losses, partial=bool(estimate.partial), settings=settings_out, lower=lower,
                   upper=upper)
+
+
+SELF_CHECK_FRACTION = 0.1  # of the observed pixels hidden by the self-check
+SELF_CHECK_WARN = 0.8  # a self-check coverage below this is flagged
+
+
+def _self_check(image, missing, settings: Settings, sigma_y: float, progress, should_stop) -> dict:
+    """Coverage of held-out measurements (no ground truth needed): hide a seeded 10 % of the observed pixels,
+    reconstruct again with the same settings, and count the hidden pixels inside the run's interval widened
+    by the noise (mean ± √(half-width² + (z·σ_y)²)). A necessary check of the observed support, not of the hole.
+    """
+    if settings.task != "inpaint":
+        return {"coverage": None, "reason": "self-check is implemented for inpainting only"}
+    rng = np.random.default_rng(settings.seed + 1)
+    observed = np.flatnonzero(~missing)
+    hidden = np.zeros(missing.size, bool)
+    hidden[rng.choice(observed, max(1, int(round(SELF_CHECK_FRACTION * observed.size))), replace=False)] = True
+    hidden = hidden.reshape(missing.shape)
+    kwargs = Settings.from_dict(settings.as_dict()).as_kwargs() | {"self_check": False}
+    check = reconstruct(np.where(hidden, 0, image), mask=missing | hidden, progress=progress,
+                        should_stop=should_stop, **kwargs)
+    z = NormalDist().inv_cdf(0.5 + settings.interval / 2)
+    half = np.sqrt(((check.upper - check.lower) / 2) ** 2 + (z * sigma_y) ** 2)
+    inside = np.abs(image - check.mean) <= half
+    cov = float(inside[hidden].mean())
+    return {"coverage": cov, "pixels": int(hidden.sum()), "ok": cov >= SELF_CHECK_WARN,
+            "calibrated": check.settings["interval"]["calibrated"], "partial": check.partial}
 
 
 def _misfit(problem: Problem, estimate: _Estimate, sigma_y: float, kind: str | None) -> float | None:

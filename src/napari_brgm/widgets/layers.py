@@ -185,7 +185,8 @@ def result_metadata(image: Image, request: Request, result, kind: str) -> dict:
         "key": request.key, "kind": kind, "input": request.layer_name, "slice": request.slice_index,
         "task": settings.get("task"), "factor": request.factor, "prior": settings.get("prior"),
         "prior_path": settings.get("prior_path"), "method": settings.get("method"), "seed": settings.get("seed"),
-        "partial": bool(result.partial), "interval": interval_record(result), "settings": settings,
+        "partial": bool(result.partial), "interval": interval_record(result),
+        "in_distribution": in_distribution_record(result), "settings": settings,
         "final_losses": {name: float(values[-1]) for name, values in result.losses.items() if len(values)},
     }
     return meta
@@ -220,6 +221,34 @@ def interval_record(result) -> dict | None:
     """`settings["interval"]` of a run with an interval (a point estimate records only the requested level)."""
     interval = result.settings.get("interval")
     return interval if isinstance(interval, dict) else None
+
+
+def in_distribution_record(result) -> dict | None:
+    """`settings["in_distribution"]` of a run (a copy): the out-of-distribution flag, None if the engine gave none."""
+    record = result.settings.get("in_distribution")
+    return dict(record) if isinstance(record, dict) else None
+
+
+def ood_warning(label: str, record: dict | None, partial: bool = False) -> str | None:
+    """The one-line warning for a run the engine flagged out of distribution (``ok`` False), else None.
+
+    ``ok`` None (Deep Image Prior: no trained prior to be out of) and True give no warning.
+    """
+    if not isinstance(record, dict) or record.get("ok") is not False:
+        return None
+    score, threshold = record.get("score"), record.get("threshold")
+    misfit = ""
+    if score is not None and threshold is not None:
+        source = ", the calibration set's 99th percentile" if record.get("threshold_from") == "calibration" else ""
+        misfit = f" (misfit {_number(score)} σ_y² > {_number(threshold)}{source})"
+    cancelled = "; the run was cancelled, and an unfinished fit misfits too" if partial else ""
+    return (f"{label}: the input looks unlike the prior's training images{misfit}{cancelled}: the reconstruction "
+            "and its uncertainty may be confident nonsense; Deep Image Prior needs no trained prior")
+
+
+def _number(x: float) -> str:
+    """12.3, 4.0, 0.042: one decimal from 1 up, two significant digits below."""
+    return f"{x:.1f}" if abs(x) >= 1 or x == 0 else f"{x:.2g}"
 
 
 def percent(level: float) -> str:

@@ -61,6 +61,8 @@ METHODS = (  # (combo text, combo data); "iagan_vi" becomes method="iagan", iaga
 SPREAD_METHODS = ("vi", "iagan_vi", "dip", "reddiff", "flow")  # the methods that return samples and an uncertainty map
 FIXED_OPTIONS = {"iagan": {"iagan_vi": False}, "iagan_vi": {"iagan_vi": True}}  # set by the method box, not Advanced
 METHOD_FOR_KIND = {"stylegan2": "map", "diffusion": "reddiff", "flow": "flow"}  # after loading a prior of that kind
+XRAY_MODALITIES = ("CR", "DX")  # DICOM modalities of projection radiographs (chest X-rays and the like)
+XRAY_PRIOR_WORDS = ("xray", "cxr", "chest")  # a prior whose name contains one of these is taken for an X-ray prior
 
 
 def stage_plan(options: dict) -> list[str]:
@@ -89,6 +91,40 @@ def _engine_method(entry: str) -> str:
 def _kind_of(method: str) -> str | None:
     """The prior kind a widget method needs (None: no prior)."""
     return PRIOR_KINDS[_engine_method(method)]
+
+
+def xray_modality(layer) -> str | None:
+    """'CR' or 'DX' when the layer's `metadata["modality"]` (set by the reader) says it is a radiograph, else None."""
+    metadata = getattr(layer, "metadata", None)
+    modality = str(metadata.get("modality") or "").strip().upper() if hasattr(metadata, "get") else ""
+    return modality if modality in XRAY_MODALITIES else None
+
+
+def looks_like_xray_prior(name: str) -> bool:
+    """Whether a prior's name (a built-in name or a file name) says it is an X-ray prior.
+
+    The rule: the lower-cased name, with '-', '_' and spaces dropped (so 'X-ray' counts), contains
+    one of `XRAY_PRIOR_WORDS` ('xray', 'cxr', 'chest').
+    """
+    flat = Path(str(name)).name.lower().replace("-", "").replace("_", "").replace(" ", "")
+    return any(word in flat for word in XRAY_PRIOR_WORDS)
+
+
+def xray_prior_installed(names=None) -> bool:
+    """Whether a built-in prior is an X-ray prior (`looks_like_xray_prior`); `names` defaults to `builtin_priors()`.
+
+    Without one, the widget selects Deep Image Prior for CR/DX images and warns before running an
+    X-ray with a prior-based method.
+    """
+    return any(looks_like_xray_prior(name) for name in (builtin_priors() if names is None else names))
+
+
+def _builtin_priors_are() -> str:
+    """How the X-ray warnings describe the built-in priors."""
+    names = list(builtin_priors())
+    if names and all("brain" in name.lower() for name in names):
+        return "the built-in priors are brain MRI priors"
+    return "no built-in prior is an X-ray prior" if names else "no built-in prior is installed"
 
 
 def _settings() -> QSettings:
@@ -193,6 +229,8 @@ class ReconstructionWidget(QWidget):
         self.resolutions: dict[str, int] = {}  # prior → resolution, learnt from finished runs
         self._kinds: dict[str, str] = {}  # prior → kind, read once from each file's header
         self._listed_kind: str | None = None  # the kind of prior the prior box lists
+        self._method_chosen: set[int] = set()  # unique_ids of the input layers whose method the user chose
+        self._defaulting = False  # True while the widget itself sets the method (not a choice of the user)
         self._build()
         for event in ("inserted", "removed", "moved", "changed"):
             getattr(self.viewer.layers.events, event).connect(self._refresh_layers)
@@ -280,6 +318,7 @@ class ReconstructionWidget(QWidget):
         self.image_combo.currentIndexChanged.connect(self._on_input)
         self.task_combo.currentIndexChanged.connect(self._on_task)
         self.method_combo.currentIndexChanged.connect(self._on_method)
+        self.method_combo.currentIndexChanged.connect(self._on_method_chosen)
         self.prior_combo.activated.connect(self._on_prior_activated)
         self.new_mask_button.clicked.connect(self.new_mask)
         self.calibration_button.clicked.connect(self.choose_calibration)
@@ -306,9 +345,31 @@ class ReconstructionWidget(QWidget):
         run = self._run_for(self._layer(self.image_combo))
         if run is not None:
             self._show(run)
+        self._default_method()
         self._update_factors()
         self._update_info()
         self._update_buttons()
+
+    def _on_method_chosen(self, *_) -> None:
+        """A method set by anyone but `_default_method` (the user, a script, a loaded prior) is kept for the input."""
+        layer = self._layer(self.image_combo)
+        if not self._defaulting and layer is not None:
+            self._method_chosen.add(layer.unique_id)
+
+    def _default_method(self) -> None:
+        """Deep Image Prior for a CR/DX input when no X-ray prior is installed, unless a method was chosen for it."""
+        layer = self._layer(self.image_combo)
+        modality = xray_modality(layer)
+        if (modality is None or layer.unique_id in self._method_chosen or self.method_combo.currentData() == "dip"
+                or xray_prior_installed()):
+            return
+        self._defaulting = True
+        try:
+            self.method_combo.setCurrentIndex(self.method_combo.findData("dip"))
+        finally:
+            self._defaulting = False
+        show_info(f"{layer.name} is {modality}: no X-ray prior is installed: Deep Image Prior, which needs none, "
+                  "is selected")
 
     def _update_info(self, *_) -> None:
         layer = self._layer(self.image_combo)
@@ -498,6 +559,7 @@ class ReconstructionWidget(QWidget):
         if self._run_for(layer) is not None:
             show_warning(f"a run for {layer.name!r} is already in flight")
             return None
+        self._warn_xray_prior(layer, request)
         if request.options["prior"] is not None:  # a Deep Image Prior run keeps the remembered prior
             _settings().setValue(f"prior/{_kind_of(request.options['method'])}", request.options["prior"])
         run = Run(request, layer, reconstruct)
@@ -512,6 +574,20 @@ class ReconstructionWidget(QWidget):
         self._update_buttons()
         run.worker.start()
         return run
+
+    def _warn_xray_prior(self, layer: Image, request: L.Request) -> None:
+        """At Run: a CR/DX input with a trained prior, none of them an X-ray prior, gets a warning (it still runs)."""
+        prior = request.options["prior"]
+        modality = xray_modality(layer)
+        if prior is None or modality is None or xray_prior_installed() or looks_like_xray_prior(prior):
+            return
+        if prior in builtin_priors():
+            risk = f"{_builtin_priors_are()}: on an X-ray they give confident nonsense"
+        else:
+            risk = (f"{_builtin_priors_are()} and {Path(prior).name} is not named as an X-ray prior: unless it "
+                    "was trained on X-rays, it gives confident nonsense")
+        show_warning(f"{request.label}: {layer.name} is {modality}, and {risk}; "
+                     "Deep Image Prior needs no trained prior")
 
     def cancel(self) -> None:
         """Ask the chosen input's run to stop after its current step; its partial result is kept."""
@@ -554,6 +630,9 @@ class ReconstructionWidget(QWidget):
             show_info(f"Cancelled after {run.reports} steps; partial results in: {names}")
         else:
             show_info(f"{run.request.label} finished" + (f": {L.interval_summary(interval)}" if interval else ""))
+        ood = L.ood_warning(run.request.label, L.in_distribution_record(result), partial=result.partial)
+        if ood is not None:
+            show_warning(ood)
         if run is self.shown:
             self.status.setText(("cancelled, partial: " if result.partial else "done: ") + names)
 
