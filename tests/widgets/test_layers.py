@@ -252,3 +252,30 @@ def test_interval_summary_names_the_calibration_or_the_fallback():
     nearest = {**CALIBRATED, "level": 0.8, "match": "steps 500 (run: 300)"}
     assert L.interval_summary(nearest) == ("80 % interval calibrated with brain-t1-64.calibration.json "
                                            "(steps 500 (run: 300))")
+
+
+def test_the_out_of_distribution_flag_is_in_the_metadata_and_worded_in_one_line():
+    flagged = {"score": 12.34, "threshold": 4.0, "ok": False, "score_kind": "data misfit / sigma_y^2",
+               "threshold_from": "default"}
+    result = _result()
+    result.settings["in_distribution"] = flagged
+    meta = L.result_metadata(Image(np.zeros((8, 8), np.float32), name="img"), _request(), result, "uncertainty")
+    assert meta["brgm"]["in_distribution"] == flagged
+    assert L.result_metadata(Image(np.zeros((8, 8))), _request(), _result(), "mean")["brgm"]["in_distribution"] is None
+    assert L.ood_warning("img SRx4 VI", flagged) == (
+        "img SRx4 VI: the input looks unlike the prior's training images (misfit 12.3 σ_y² > 4.0): the "
+        "reconstruction and its uncertainty may be confident nonsense; Deep Image Prior needs no trained prior")
+    calibrated = {**flagged, "threshold": 2.5, "threshold_from": "calibration"}
+    text = L.ood_warning("x", calibrated, partial=True)
+    assert "(misfit 12.3 σ_y² > 2.5, the calibration set's 99th percentile); the run was cancelled" in text
+    assert "\n" not in text
+    assert L.ood_warning("x", {**flagged, "ok": True}) is None
+    assert L.ood_warning("x", {"score": None, "threshold": None, "ok": None, "score_kind": "none"}) is None
+    assert L.ood_warning("x", None) is None
+
+
+def test_a_point_estimate_has_no_interval_record():
+    result = _result(vi=False)
+    result.settings["interval"] = {"level": 0.9, "calibrated": False, "calibration": None,
+                                   "reason": "point estimate: no samples"}
+    assert L.interval_record(result) is None

@@ -218,9 +218,15 @@ def result_arrays(request: Request, result) -> dict[str, np.ndarray]:
 
 
 def interval_record(result) -> dict | None:
-    """`settings["interval"]` of a run with an interval (a point estimate records only the requested level)."""
+    """`settings["interval"]` of a run with an interval, else None.
+
+    A point estimate (no samples) records only the requested level and why there is no interval
+    (``reason``): no multiplier, not calibrated, so None here too.
+    """
     interval = result.settings.get("interval")
-    return interval if isinstance(interval, dict) else None
+    if not isinstance(interval, dict) or not (interval.get("calibrated") or "multiplier" in interval):
+        return None
+    return interval
 
 
 def in_distribution_record(result) -> dict | None:
