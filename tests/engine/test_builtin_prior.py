@@ -58,3 +58,23 @@ def test_map_recovers_a_slice_the_prior_can_represent(brain_image):
     low = brain_image.reshape(16, 4, 16, 4).mean(axis=(1, 3))
     result = reconstruct(low, task="superres", factor=4, prior=NAME, method="map", steps=300, seed=0)
     assert psnr(result.mean, brain_image) > PSNR_MIN
+
+
+def test_the_builtin_prior_ships_a_calibration_for_vi_with_its_defaults():
+    from napari_brgm.engine.calibration import CalibrationFile
+    from napari_brgm.engine.uncertainty import calibration_key, calibration_path, file_sha256
+
+    path = builtin_priors()[NAME]
+    cal = CalibrationFile.load(calibration_path(path))
+    half = np.zeros((64, 64), bool)
+    half[:, 32:] = True
+    for task, factor, missing, sigma in (("superres", 4, None, 0.05), ("superres", 8, None, 0.05),
+                                         ("inpaint", 1, half, 0.05), ("denoise", 1, None, 0.2)):
+        for level in (0.8, 0.9, 0.95):
+            found = cal.lookup(file_sha256(path), calibration_key("vi", task, factor, missing, 501, 16, level, sigma))
+            assert found is not None and found[1].exact, (task, factor, level)
+            record = found[0]
+            assert min(record.n_images.values()) >= 20 and all(v > 0 for v in record.lambdas.values())
+    lam = {lv: cal.lookup(file_sha256(path), calibration_key("vi", "superres", 4, None, 501, 16, lv, 0.05))[0]
+           .lambdas["all"] for lv in (0.8, 0.9, 0.95)}
+    assert lam[0.8] < lam[0.9] < lam[0.95]

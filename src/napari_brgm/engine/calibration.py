@@ -371,6 +371,7 @@ class CalibrationFile:
                 f.write(text)
                 f.flush()
                 os.fsync(f.fileno())
+            os.chmod(tmp, 0o644)  # mkstemp makes it private; a calibration file is shared like the prior
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
