@@ -111,6 +111,13 @@ def run_one(truth, task, arg, method, prior, steps, samples, seed):
     return r.consistent, r.std, time.perf_counter() - t0
 
 
+def write_json(path: Path, args, rows: list, per_slice: list) -> None:
+    """The run's arguments, its table rows and every per-slice figure."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows,
+                                "per_slice": per_slice}, indent=1))
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--prior", default="brain-t1-64", help="StyleGAN2 prior: built-in name or path (default brain-t1-64)")
@@ -167,9 +174,7 @@ def main(argv=None) -> int:
             print(f"| {key} | {method} | {row['psnr']:.2f} | {row['ssim']:.3f} | {row['seconds']:.1f} | {corr} |",
                   flush=True)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows,
-                                         "per_slice": per_slice}, indent=1))
+        write_json(args.json, args, rows, per_slice)
     return 0
 
 

@@ -26,7 +26,6 @@ Second table (M7): coverage of the calibrated interval (m_S·σ̂ when uncalibra
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -36,7 +35,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from eval_brain_prior import HELD_OUT, TASKS, downsample, masks, method_options, noisy_copy, pick_slices  # noqa: E402
+from eval_brain_prior import (HELD_OUT, TASKS, downsample, masks, method_options, noisy_copy,  # noqa: E402
+                              pick_slices, write_json)
 
 from napari_brgm import reconstruct  # noqa: E402
 from napari_brgm.engine import metrics as M  # noqa: E402
@@ -191,9 +191,7 @@ def main(argv=None) -> int:
         print(f"| {row['method']} | {row['task']} | {row['quartile_interval']} | "
               + " | ".join(fmt(c) for c in row["cov_quartiles"]) + " |")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows,
-                                         "per_slice": per_slice}, indent=1))
+        write_json(args.json, args, rows, per_slice)
     return 0
 
 

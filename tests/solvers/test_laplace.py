@@ -10,7 +10,7 @@ from napari_brgm import reconstruct
 from napari_brgm.operators import make_operator
 from napari_brgm.priors import save_generator
 from napari_brgm.priors.stylegan2 import Generator, GeneratorConfig
-from napari_brgm.solvers import MapConfig, Problem, ViConfig, solve_map, solve_vi
+from napari_brgm.solvers import Problem, ViConfig, solve_vi
 from napari_brgm.solvers.laplace import laplace_factor
 from napari_brgm.solvers.latent_priors import LatentStats
 

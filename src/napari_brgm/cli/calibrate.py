@@ -9,7 +9,6 @@ images the prior was NOT trained on. Ctrl-C stops after the current run and fits
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
