@@ -139,7 +139,8 @@ def calibrate(images: Sequence[np.ndarray], *, prior, method: str = "vi", task: 
         mean_missing = np.mean([c.mask.mean() for c, _ in done]) if case0.mask is not None else None
         for level in levels:
             key = calibration_key(method, task, factor, None if case0.mask is None else case0.mask != 0, steps,
-                                  len(r0.samples), level, r0.settings["sigma_y_model"])
+                                  len(r0.samples), level, r0.settings["sigma_y_model"],
+                                  r0.settings["interval"]["key"].get("posterior"))
             try:
                 rec = fit_record([c.truth for c, _ in done], [r.mean for _, r in done], [r.std for _, r in done],
                                  [c.groups for c, _ in done], key, level,

@@ -136,7 +136,7 @@ def reconstruct(
                                 "reason": "point estimate: no samples"}
     if std is not None:
         key = calibration_key(settings.method, settings.task, settings.factor, missing, settings.steps,
-                              len(samples_in), settings.interval, sigma_y)
+                              len(samples_in), settings.interval, sigma_y, _vi_posterior(settings))
         lower, upper, settings_out["interval"] = run_intervals(
             mean, std, len(samples_in), missing, key=key, level=settings.interval,
             sigma_y=imap.sigma_to_input(sigma_y), value_range=imap.width, calibration=calibration,
@@ -188,6 +188,13 @@ def _misfit(problem: Problem, estimate: _Estimate, sigma_y: float, kind: str | N
     x = estimate.mean if estimate.mean is not None else estimate.samples.mean(dim=0, keepdim=True)
     with torch.no_grad():
         return float(problem.data_fit(x.float())[0]) / sigma_y**2
+
+
+def _vi_posterior(settings: Settings) -> str | None:
+    """VI's posterior family when the run had a VI stage (part of the calibration key), else None."""
+    opts = settings.method_options
+    ran_vi = settings.method == "vi" or (settings.method == "iagan" and opts.iagan_vi)
+    return opts.vi_posterior if ran_vi else None
 
 
 def _has_samples(settings: Settings) -> bool:

@@ -64,10 +64,12 @@ def noise_bin(sigma_y_model: float) -> str:
 
 
 def calibration_key(method: str, task: str, factor: int, missing: np.ndarray | None, steps: int, samples: int,
-                    level: float, sigma_y_model: float) -> dict:
-    """The record key a run looks up (and `calibrate` writes)."""
+                    level: float, sigma_y_model: float, posterior: str | None = None) -> dict:
+    """The record key a run looks up (and `calibrate` writes); `posterior`: VI's family, when VI ran."""
     key = {"method": method, "task": task, "steps": int(steps), "samples": int(samples), "level": float(level),
            "noise_bin": noise_bin(sigma_y_model)}
+    if posterior is not None:
+        key["posterior"] = posterior
     if task == "superres":
         key["factor"] = int(factor)
     if task == "inpaint":
