@@ -128,16 +128,19 @@ def test_simulated_masks_fall_in_their_missing_fraction_bins():
         simulate(np.zeros((8, 8)), "denoise")
 
 
-def test_out_of_distribution_flag_scores_the_misfit_against_a_threshold(tiny_prior, hu_image):
-    from napari_brgm.engine.uncertainty import MISFIT_THRESHOLD
+def test_out_of_distribution_flag_scores_the_misfit_against_a_threshold(tiny_prior, hu_image, monkeypatch):
+    import napari_brgm.engine.uncertainty as U
 
     mask = np.zeros(hu_image.shape, np.uint8)
     mask[:, 16:] = 1
     own = reconstruct(hu_image, task="inpaint", mask=mask, prior=tiny_prior, **RUN).settings["in_distribution"]
+    assert own["ok"] is None and own["threshold"] is None  # no calibration reference: not judged
     stripes = np.where(np.indices(hu_image.shape).sum(0) % 2 == 0, 1.0, -1.0).astype(np.float32)
+    monkeypatch.setattr(U, "MISFIT_THRESHOLD", 3 * own["score"])
     odd = reconstruct(stripes, task="inpaint", mask=mask, prior=tiny_prior, **RUN).settings["in_distribution"]
-    assert own["threshold"] == odd["threshold"] == MISFIT_THRESHOLD and own["threshold_from"] == "default"
-    assert odd["score"] > 3 * own["score"] and odd["ok"] is False
+    assert odd["score"] > 3 * own["score"] and odd["ok"] is False and odd["threshold_from"] == "default"
+    assert U.in_distribution(2.0, 5.0) == {"score": 2.0, "threshold": 5.0, "ok": True,
+                                           "score_kind": "data misfit / sigma_y^2", "threshold_from": "calibration"}
     dip = reconstruct(hu_image, task="inpaint", mask=mask, method="dip", steps=2, samples=2)
     assert dip.settings["in_distribution"]["ok"] is None
 

@@ -19,7 +19,7 @@ from napari_brgm.engine.calibration import (CalibrationFile, eps_floor, gaussian
                                             missing_fraction_bin)
 
 LEVELS = (0.8, 0.9, 0.95)  # the interval levels offered (Settings.interval)
-MISFIT_THRESHOLD = 4.0  # data misfit / σ_y² above which an input is flagged when no calibration set says better
+MISFIT_THRESHOLD: float | None = None  # misfit / σ_y² flagged without a calibration reference (None: not judged)
 SUFFIX = ".calibration.json"
 
 
@@ -119,12 +119,15 @@ def run_intervals(mean: np.ndarray, std: np.ndarray, samples: int, missing: np.n
 def in_distribution(misfit: float | None, calibrated_q99: float | None) -> dict:
     """Out-of-distribution flag: the estimate's data misfit (σ_y² units) against the calibration set's 99th percentile.
 
-    A prior that has never seen anything like the input cannot reproduce even its observed part: the
-    misfit of its reconstruction is far above the noise level. Without a calibration record the
-    threshold is `MISFIT_THRESHOLD`. Deep Image Prior (no trained prior) gets no flag (ok None).
+    A prior that has never seen anything like the input cannot reproduce even its observed part.
+    Without a calibration reference (a record fitted with the misfit) and with `MISFIT_THRESHOLD`
+    None the input is not judged (ok None): on the built-in brain prior the misfit alone does not
+    separate a chest X-ray from unseen brain planes (docs/evaluation.md). Deep Image Prior (no
+    trained prior) is never judged.
     """
     if misfit is None:
         return {"score": None, "threshold": None, "ok": None, "score_kind": "none: the method has no trained prior"}
     threshold = float(calibrated_q99) if calibrated_q99 else MISFIT_THRESHOLD
-    return {"score": misfit, "threshold": threshold, "ok": bool(misfit <= threshold),
-            "score_kind": "data misfit / sigma_y^2", "threshold_from": "calibration" if calibrated_q99 else "default"}
+    return {"score": misfit, "threshold": threshold, "ok": None if threshold is None else bool(misfit <= threshold),
+            "score_kind": "data misfit / sigma_y^2",
+            "threshold_from": "calibration" if calibrated_q99 else None if threshold is None else "default"}
