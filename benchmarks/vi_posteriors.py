@@ -15,6 +15,7 @@ import time
 
 import torch
 
+from napari_brgm.engine.calibration import gaussian_multiplier
 from napari_brgm.operators import make_operator
 from napari_brgm.priors import builtin_priors, load_generator
 from napari_brgm.priors.stylegan2 import Generator, GeneratorConfig
@@ -49,8 +50,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     print("| generator | target | posterior | M9 | mean ratio | cov. missing | cov. observed | VI s |")
     print("|---|---|---|---|---|---|---|---|")
-    from scipy.stats import t as student
-    m = student.ppf(0.95, args.samples - 1) * (1 + 1 / args.samples) ** 0.5  # m_S
+    m = gaussian_multiplier(0.9, args.samples)
     for gname, G in generators(args.generators.split(",")):
         G.requires_grad_(False)
         res = G.img_resolution

@@ -12,6 +12,7 @@ their intervals come out too narrow (docs/evaluation.md measures that bias).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ import numpy as np
 
 from napari_brgm.engine.calibration import (CalibrationError, CalibrationFile, CalibrationRecord, fit_record,
                                             missing_fraction_bin)
-from napari_brgm.engine.uncertainty import LEVELS, calibration_key, file_sha256, noise_bin
+from napari_brgm.engine.uncertainty import LEVELS, file_sha256
 
 # Inpainting masks, NONZERO = MISSING, one per missing-fraction bin (<=25 %, 25-50 %, >50 %): each
 # calibration image is run once per bin, so that every bin has as many images as there are slices.
@@ -114,7 +115,7 @@ def calibrate(images: Sequence[np.ndarray], *, prior, method: str = "vi", task: 
              for c in simulate(x, task, factor=factor, sigma_y=sigma_y, seed=seed + i, bins=bins)]
     if not cases:
         raise ValueError("no calibration images given")
-    runs: dict[tuple, list] = {}  # (mask bin, noise bin) → runs: the runs of one calibration key
+    runs: dict[str, list] = {}  # the runs of one calibration key (the key a user's run looks up, but its level)
     prior_path = None
     for n, (i, case) in enumerate(cases, 1):
         if should_stop is not None and should_stop():
@@ -125,11 +126,13 @@ def calibrate(images: Sequence[np.ndarray], *, prior, method: str = "vi", task: 
         if r.std is None:
             raise ValueError(f"method {method!r} gives no samples here: nothing to calibrate")
         prior_path = r.settings["prior_path"]
-        runs.setdefault((case.bin, noise_bin(r.settings["sigma_y_model"])), []).append((case, r))
+        key = {k: v for k, v in r.settings["interval"]["key"].items() if k != "level"}  # the engine's own key
+        runs.setdefault(json.dumps(key, sort_keys=True), []).append((case, r))
         if progress is not None:
             progress(n, len(cases), f"slice {i + 1}/{len(images)}" + (f", mask {case.bin}" if case.bin else ""))
     sha = file_sha256(prior_path) if prior_path is not None else "none"
-    target = CalibrationFile.load(out) if out is not None and _exists(out) else CalibrationFile(sha, _name(prior), [])
+    name = None if prior is None else Path(str(prior)).name.split(".")[0]
+    target = CalibrationFile.load(out) if out is not None and Path(out).is_file() else CalibrationFile(sha, name, [])
     if target.prior_sha256 != sha:
         raise CalibrationError(f"{out} holds the calibration of another prior ({target.prior_sha256[:12]}…); "
                                "write to a new file")
@@ -138,9 +141,7 @@ def calibrate(images: Sequence[np.ndarray], *, prior, method: str = "vi", task: 
         case0, r0 = done[0]
         mean_missing = np.mean([c.mask.mean() for c, _ in done]) if case0.mask is not None else None
         for level in levels:
-            key = calibration_key(method, task, factor, None if case0.mask is None else case0.mask != 0, steps,
-                                  len(r0.samples), level, r0.settings["sigma_y_model"],
-                                  r0.settings["interval"]["key"].get("posterior"))
+            key = r0.settings["interval"]["key"] | {"level": level}
             try:
                 rec = fit_record([c.truth for c, _ in done], [r.mean for _, r in done], [r.std for _, r in done],
                                  [c.groups for c, _ in done], key, level,
@@ -165,11 +166,3 @@ def _q99(scores: list) -> float | None:
     """99th percentile of the calibration runs' data misfits: the out-of-distribution threshold."""
     values = [v for v in scores if v is not None]
     return float(np.quantile(values, 0.99)) if values else None
-
-
-def _exists(path) -> bool:
-    return Path(path).is_file()
-
-
-def _name(prior) -> str | None:
-    return None if prior is None else Path(str(prior)).name.split(".")[0]

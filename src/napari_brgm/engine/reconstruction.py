@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 import warnings
-from statistics import NormalDist
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -18,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from napari_brgm.engine.calibration import CalibrationError, CalibrationFile
+from napari_brgm.engine.calibration import CalibrationError, CalibrationFile, gaussian_multiplier
 from napari_brgm.engine.devices import resolve_device
 from napari_brgm.engine.geometry import plan_fit
 from napari_brgm.engine.intensity import IntensityMap
@@ -170,10 +169,10 @@ def _self_check(image, missing, settings: Settings, sigma_y: float, progress, sh
     hidden = np.zeros(missing.size, bool)
     hidden[rng.choice(observed, max(1, int(round(SELF_CHECK_FRACTION * observed.size))), replace=False)] = True
     hidden = hidden.reshape(missing.shape)
-    kwargs = Settings.from_dict(settings.as_dict()).as_kwargs() | {"self_check": False}
+    kwargs = settings.as_kwargs() | {"self_check": False}
     check = reconstruct(np.where(hidden, 0, image), mask=missing | hidden, progress=progress,
                         should_stop=should_stop, **kwargs)
-    z = NormalDist().inv_cdf(0.5 + settings.interval / 2)
+    z = gaussian_multiplier(settings.interval)  # the normal quantile
     half = np.sqrt(((check.upper - check.lower) / 2) ** 2 + (z * sigma_y) ** 2)
     inside = np.abs(image - check.mean) <= half
     cov = float(inside[hidden].mean())

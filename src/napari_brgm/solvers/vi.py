@@ -202,7 +202,7 @@ def solve_vi(problem: Problem, cfg: ViConfig, seed: int, monitor: Monitor | None
     stats = LatentStats.of(G, device)
     gen = torch.Generator(device=device).manual_seed(seed)
     if cfg.posterior == "laplace":
-        return _solve_laplace(problem, cfg, gen, monitor, mu_init, stage)
+        return _solve_laplace(problem, cfg, stats, gen, monitor, mu_init, stage)
     prior_sigma = stats.std_per_dim.reshape(1, 1, -1).expand(1, G.num_ws, -1)
     if mu_init is None:
         mu, sigma0 = stats.initial_ws(G.num_ws), prior_sigma
@@ -234,7 +234,7 @@ def solve_vi(problem: Problem, cfg: ViConfig, seed: int, monitor: Monitor | None
                     factor=None if q.V is None else q.U.detach())
 
 
-def _solve_laplace(problem: Problem, cfg: ViConfig, gen: torch.Generator, monitor: Monitor | None,
+def _solve_laplace(problem: Problem, cfg: ViConfig, stats: LatentStats, gen: torch.Generator, monitor: Monitor | None,
                    mu_init: torch.Tensor | None, stage: str) -> ViOutput:
     if mu_init is None:
         raise ValueError("the Laplace posterior is taken at the MAP point: it needs the MAP warm start (mode 'elbo')")
@@ -248,7 +248,6 @@ def _solve_laplace(problem: Problem, cfg: ViConfig, gen: torch.Generator, monito
     with torch.no_grad():
         ws = factor.sample(cfg.samples, gen)
         samples = torch.cat([G.synthesis(chunk, noise_mode="const") for chunk in ws.split(cfg.render_batch)])
-        stats = LatentStats.of(G, problem.device)
         at_mode = _elbo_terms(problem, G.synthesis(mu_init, noise_mode="const"), None, stats, cfg, mu_init)
     sigma = (factor.factor.square().sum(1).sqrt() * factor.prior_scale).reshape(mu_init.shape)
     losses = {name: [float(v)] for name, v in at_mode.items()} | {"total": [float(sum(at_mode.values()))],
