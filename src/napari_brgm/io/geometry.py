@@ -116,6 +116,24 @@ def slice_affine(affine: np.ndarray, k: int) -> np.ndarray:
     return new
 
 
+def slab_affine(affine: np.ndarray, axis: int, slices: Sequence[int], factor: float = 1) -> np.ndarray:
+    """Affine of the planes `slices` (evenly spaced) along `axis` of a (z, y, x) volume, `factor`× finer in-plane.
+
+    The slab's first plane is slice `slices[0]`; consecutive planes are `slices[1] - slices[0]`
+    source slices apart. Super-resolution refines the two other axes as `resampled_affine` does.
+    """
+    slices = [int(k) for k in slices]
+    steps = set(np.diff(slices).tolist())
+    if len(steps) > 1 or (steps and steps.pop() <= 0):
+        raise ValueError(f"slices {slices} are not evenly spaced and increasing: they form no volume grid")
+    step = slices[1] - slices[0] if len(slices) > 1 else 1
+    new = np.asarray(affine, dtype=float).copy()
+    new[:3, 3] += slices[0] * new[:3, axis]
+    new[:3, axis] *= step
+    in_plane = [k for k in range(3) if k != axis]
+    return resampled_affine(new, factor, axes=in_plane) if factor != 1 else new
+
+
 def resampled_scale_translate(
     scale: Sequence[float], translate: Sequence[float], factor: float, axes: Sequence[int] = (-2, -1)
 ) -> tuple[tuple[float, ...], tuple[float, ...]]:
