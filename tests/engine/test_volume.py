@@ -114,3 +114,14 @@ def test_bad_requests_fail_before_work(tiny_prior, volume, kwargs, match):
         reconstruct_volume(low, **kw)
     with pytest.raises(ValueError, match="4-D"):
         reconstruct_volume(np.zeros((2, 3, 8, 8)), prior=tiny_prior)
+
+
+def test_cancel_in_a_batched_map_keeps_nothing_of_that_batch(tiny_prior, volume, one_thread):
+    low = _down(volume, 4)
+    steps = []
+    vr = reconstruct_volume(low, task="superres", factor=4, prior=tiny_prior, method="vi", steps=6, samples=3,
+                            device="cpu", batch=3, mc_samples=2,
+                            progress=lambda p: steps.append((p.stage, p.slices_in_flight)),
+                            should_stop=lambda: len(steps) >= 3)
+    assert vr.partial and vr.done == [] and np.isnan(vr.mean).all()
+    assert steps == [("map", (0, 1, 2))] * 3  # the VI stage never started

@@ -187,9 +187,8 @@ def reconstruct_volume(
     with memory_retained():
         for start in range(0, len(todo), batch):
             group = todo[start : start + batch]
-            report = _volume_progress(progress, group, len(out.done), len(chosen))
-            results = _run_group(stack, masks, group, run_kwargs, report, should_stop)
-            for k, result in results:
+            report = _volume_progress(progress, lambda: len(out.done), len(chosen))
+            for k, result in _run_group(stack, masks, group, run_kwargs, report, should_stop):
                 if result.partial:
                     stopped = True
                     break
@@ -245,32 +244,34 @@ def _batch_size(settings: Settings, batch: int | None) -> int:
     return (DEFAULT_BATCH if batch is None else int(batch)) if batchable else 1
 
 
-def _run_group(stack, masks, group: list[int], run_kwargs: dict, report, should_stop) -> list[tuple[int, Result]]:
-    """Reconstruct a group of slices: one shared MAP batch when there are several, then each slice's own stages."""
+def _run_group(stack, masks, group: list[int], run_kwargs: dict, report, should_stop):
+    """Reconstruct a group of slices, yielding (k, Result) as each finishes: one shared MAP batch when there are
+    several, then each slice's own later stages. A cancelled MAP batch yields nothing."""
     preps = [prepare(stack[k], mask=None if masks is None else masks[k], **run_kwargs) for k in group]
     if len(preps) == 1:
         prep = preps[0]
         monitor = Monitor(_adapter(report, prep, group), should_stop)
         estimate = _SOLVERS[prep.settings.method](prep.problem, prep.settings, prep.sigma_y, monitor, prep.plan,
                                                   prep.model)
-        return [(group[0], finish(prep, estimate))]
+        yield group[0], finish(prep, estimate)
+        return
     first = preps[0]
     stacked = Problem(generator=first.problem.generator,
                       operator=_PerImage([p.problem.operator for p in preps]),
                       y=torch.cat([p.problem.y for p in preps]))
     monitor = Monitor(_adapter(report, first, group), should_stop)
     batch_map = solve_map(stacked, _map_config(first.settings, stacked.device), monitor)
-    results = []
+    if batch_map.stopped:
+        return
     for b, (k, prep) in enumerate(zip(group, preps, strict=True)):
         own = MapOutput(ws=batch_map.ws[b : b + 1], image=batch_map.image[b : b + 1],
-                        losses=batch_map.batch_losses[b], stopped=batch_map.stopped)
+                        losses=batch_map.batch_losses[b])
         monitor = Monitor(_adapter(report, prep, [k]), should_stop)
         estimate: _Estimate = _solve_brgm(prep.problem, prep.settings, prep.sigma_y, monitor, prep.plan, prep.model,
                                           map_out=own)
-        results.append((k, finish(prep, estimate)))
+        yield k, finish(prep, estimate)
         if estimate.partial:
-            break
-    return results
+            return
 
 
 class _PerImage(LinearOperator):
@@ -297,11 +298,11 @@ class _PerImage(LinearOperator):
         return self.parts[0].output_shape(input_hw)
 
 
-def _volume_progress(progress, group: list[int], done: int, total: int):
+def _volume_progress(progress, done: Callable[[], int], total: int):
     """A per-step reporter that adds the volume's position to each `Progress`."""
     if progress is None:
         return None
-    return lambda p, flight: progress(replace(p, slices_in_flight=tuple(flight), slices_done=done,
+    return lambda p, flight: progress(replace(p, slices_in_flight=tuple(flight), slices_done=done(),
                                               slices_total=total))
 
 
