@@ -20,7 +20,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,6 +62,10 @@ _SLICE_GEOMETRY = (
     "ImagePositionPatient", "ImageOrientationPatient", "SliceLocation", "PatientOrientation", "PixelSpacing",
     "SliceThickness", "SpacingBetweenSlices", "DataCollectionCenterPatient", "ReconstructionTargetCenterPatient",
     "ImagesInAcquisition", "PixelAspectRatio",
+)
+_LOSSLESS_SYNTAXES = (
+    pydicom.uid.JPEGLossless, pydicom.uid.JPEGLosslessSV1, pydicom.uid.JPEGLSLossless, pydicom.uid.JPEG2000Lossless,
+    pydicom.uid.JPEG2000MCLossless, pydicom.uid.HTJ2KLossless, pydicom.uid.HTJ2KLosslessRPCL, pydicom.uid.RLELossless,
 )
 _ENHANCED_HINT = "enhanced multi-frame DICOM sources are not supported yet; convert them to single-frame slices"
 
@@ -132,8 +136,11 @@ class _Run:
         return self.when.strftime("%H%M%S.%f")
 
     def uid(self, *parts) -> str:
-        """Deterministic UID (2.25.) from the run, the source, the axis and `parts`: a rerun gives the same UIDs."""
-        return generate_uid(prefix=None, entropy_srcs=[self.run_id, self.key, str(self.axis), *map(str, parts)])
+        """Deterministic UID from the run, the source, the axis and `parts`: a rerun gives the same UIDs.
+
+        pydicom's prefix is needed: with ``prefix=None`` generate_uid ignores `entropy_srcs` (random UUID).
+        """
+        return generate_uid(entropy_srcs=[self.run_id, self.key, str(self.axis), *map(str, parts)])
 
 
 def write_dicom(
@@ -188,11 +195,30 @@ def write_dicom(
         series = {kind: _sc_series(kind, stacks[kind], source, run) for kind in targets}
     else:
         planes = _planes(source, datasets, shape, axis, slices, int(factor), run)
-        built = {kind: _classic_series(kind, stacks[kind], planes, source, run) for kind in stacks}
-        series = {kind: built[kind] for kind in targets if kind != PM_KIND}
+        series = {kind: _classic_series(kind, stacks[kind], planes, source, run) for kind in targets if kind != PM_KIND}
         if PM_KIND in targets:
-            series[PM_KIND] = [_parametric_map(stacks["std"], planes, built["std"], datasets is None, run)]
+            series[PM_KIND] = _pm_series(stacks["std"], planes, datasets is None, run)
     return {kind: _write_series(out_dir / kind, series[kind], overwrite) for kind in targets}
+
+
+def describe_run(record: Mapping) -> dict:
+    """The `description` for `write_dicom` from a result layer's ``metadata["brgm"]`` (or a similar record).
+
+    Takes task, method, prior, factor, seed and partial from the record, steps and samples from its
+    ``settings``, and the interval level and calibrated flag from its ``interval``.
+    """
+    settings = record.get("settings") or {}
+    interval = record.get("interval") or settings.get("interval")
+    level = interval.get("level") if isinstance(interval, Mapping) else interval
+    calibrated = interval.get("calibrated") if isinstance(interval, Mapping) else None
+    found = {
+        "task": record.get("task") or settings.get("task"), "method": record.get("method") or settings.get("method"),
+        "prior": record.get("prior") or settings.get("prior"), "factor": record.get("factor") or settings.get("factor"),
+        "steps": settings.get("steps"), "samples": settings.get("samples"), "interval": level,
+        "calibrated": calibrated, "seed": record.get("seed", settings.get("seed")),
+        "partial": True if record.get("partial") else None,
+    }
+    return {key: value for key, value in found.items() if value is not None}
 
 
 def _check_slices(shape: tuple[int, int, int], axis: int, slices, ndim: int) -> list[int]:
@@ -213,7 +239,7 @@ def _check_slices(shape: tuple[int, int, int], axis: int, slices, ndim: int) -> 
 
 
 def _check_outputs(outputs, shape, axis, slices, factor) -> dict[str, np.ndarray]:
-    """The outputs as float64 (n, rows', cols') stacks in a fixed kind order, with their shapes checked."""
+    """The outputs as float (n, rows', cols') stacks (not copied) in a fixed kind order, shapes checked."""
     unknown = [k for k in outputs if k not in KINDS]
     if unknown:
         raise ValueError(f"unknown output kind(s) {unknown}; DICOM output knows {', '.join(KINDS)}")
@@ -225,7 +251,9 @@ def _check_outputs(outputs, shape, axis, slices, factor) -> dict[str, np.ndarray
     for kind in KINDS:
         if kind not in outputs:
             continue
-        array = np.asarray(outputs[kind], dtype=np.float64)
+        array = np.asarray(outputs[kind])
+        if array.dtype.kind != "f":
+            array = array.astype(np.float64)
         if array.ndim == 2 and len(slices) == 1:
             array = array[None]
         if array.shape != expected:
@@ -379,8 +407,8 @@ def _set_fresh_study(ds: Dataset, source: MedicalImage, run: _Run) -> None:
     ds.PatientID = f"BRGM-{run.key[:12]}"
     ds.PatientBirthDate = ""
     ds.PatientSex = ""
-    ds.StudyInstanceUID = generate_uid(prefix=None, entropy_srcs=["napari-brgm study", run.key])
-    ds.FrameOfReferenceUID = generate_uid(prefix=None, entropy_srcs=["napari-brgm frame of reference", run.key])
+    ds.StudyInstanceUID = generate_uid(entropy_srcs=["napari-brgm study", run.key])
+    ds.FrameOfReferenceUID = generate_uid(entropy_srcs=["napari-brgm frame of reference", run.key])
     ds.PositionReferenceIndicator = ""
     try:
         studied = datetime.datetime.fromtimestamp(os.path.getmtime(source.source))
@@ -393,41 +421,49 @@ def _set_fresh_study(ds: Dataset, source: MedicalImage, run: _Run) -> None:
     ds.StudyDescription = "napari-brgm research output"
 
 
-def _classic_series(kind, stack, planes, source, run) -> list[tuple[str, Dataset]]:
-    """(file name, dataset) of each image of one kind's classic series."""
+def _classic_series(kind, stack, planes, source, run) -> Iterator[tuple[str, Dataset]]:
+    """(file name, dataset) of each image of one kind's classic series, made one at a time."""
     template = planes[0].template
-    encoding = _encoding(kind, stack, planes, source)
-    values = _to_stored_sense(stack, kind, template, source)
-    window = _window(kind, values, template, source)
+    offset = _inversion_offset(kind, template, source)
+    low, high = float(stack.min()), float(stack.max())
+    if offset is not None:
+        low, high = offset - high, offset - low
+    sample = _sample(stack) if offset is None else offset - _sample(stack)
+    encoding = _encoding(kind, low, high, planes, source)
+    window = _window(kind, sample, template, source)
     photometric = "MONOCHROME2" if kind == "std" else str(template.get("PhotometricInterpretation", "MONOCHROME2"))
     series_uid = run.uid(kind)
-    out = []
     for i, plane in enumerate(planes):
         ds = _derived_dataset(plane, kind, run, series_uid, number=i + 1)
-        _set_pixels(ds, encoding.encode(values[i]), encoding, photometric, window, kind)
-        out.append((_file_name(i, len(planes)), ds))
-    return out
+        values = np.asarray(stack[i], dtype=np.float64)
+        _set_pixels(ds, encoding.encode(values if offset is None else offset - values), encoding, photometric,
+                    window, kind)
+        yield _file_name(i, len(planes)), ds
 
 
-def _to_stored_sense(stack, kind, template, source) -> np.ndarray:
-    """MONOCHROME1 values back into the source's sense (the reader inverted them); the std is never inverted."""
-    if kind != "std" and str(template.get("PhotometricInterpretation", "")).strip() == "MONOCHROME1":
-        offset = source.metadata.get("inversion_offset")
-        offset = dicom_in.inversion_offset(template) if offset is None else float(offset)
-        return offset - stack
-    return stack
+def _inversion_offset(kind, template, source) -> float | None:
+    """For MONOCHROME1 images, the offset that puts values back into the source's sense (the reader inverted
+    them: v = offset - stored); None otherwise. The std is never inverted."""
+    if kind == "std" or str(template.get("PhotometricInterpretation", "")).strip() != "MONOCHROME1":
+        return None
+    offset = source.metadata.get("inversion_offset")
+    return dicom_in.inversion_offset(template) if offset is None else float(offset)
 
 
-def _encoding(kind, stack, planes, source) -> _Encoding:
-    """One rescale per series (spec B2): the source's for images, a real slope for the std."""
+def _sample(stack: np.ndarray) -> np.ndarray:
+    """At most a million evenly strided values of `stack` (for percentiles of large volumes)."""
+    flat = np.asarray(stack).ravel()
+    return np.asarray(flat[:: max(1, flat.size // 1_000_000)], dtype=np.float64)
+
+
+def _encoding(kind, low, high, planes, source) -> _Encoding:
+    """One rescale per series (spec B2) for values in [low, high]: the source's for images, a real slope for the std."""
     template = planes[0].template
     modality = str(template.get("Modality", "")).strip()
     if kind == "std":
-        top = float(stack.max())
-        slope = _ds_float(top * 1.0001 / 65534) if top > 0 else 1.0
+        slope = _ds_float(high * 1.0001 / 65534) if high > 0 else 1.0
         return _Encoding(slope, 0.0, signed=False, rescale=True, rescale_type=None if modality == "CT" else "US")
-    values = _to_stored_sense(stack, kind, template, source)
-    signed = int(template.get("PixelRepresentation", 1 if values.min() < 0 else 0)) == 1
+    signed = int(template.get("PixelRepresentation", 1 if low < 0 else 0)) == 1
     rescales = sorted({(float(p.template.RescaleSlope), float(p.template.RescaleIntercept))
                        for p in planes if "RescaleSlope" in p.template and "RescaleIntercept" in p.template})
     if str(template.get("PhotometricInterpretation", "")).strip() == "MONOCHROME1":
@@ -437,33 +473,31 @@ def _encoding(kind, stack, planes, source) -> _Encoding:
         return _Encoding(slope, intercept, signed, bits, rescale=bool(rescales),
                          rescale_type=str(template.get("RescaleType", "US")) if rescales else None)
     if rescales:
-        slope, intercept = min(s for s, _ in rescales), min(b for _, b in rescales)
+        slope, intercept = min(m for m, _ in rescales), min(b for _, b in rescales)
     else:
         slope, intercept = 1.0, 0.0
-    integral = source.metadata.get("format") != "nifti" or np.allclose(source.data, np.rint(source.data))
+    integral = source.metadata.get("format") != "nifti" or np.array_equal(source.data, np.rint(source.data))
     candidate = _Encoding(slope, intercept, signed, rescale=bool(rescales) or modality == "CT")
-    low, high = candidate.limits
-    stored = (values - intercept) / slope
-    if integral and low - 0.5 <= stored.min() and stored.max() <= high + 0.5:
+    limits = candidate.limits
+    if integral and limits[0] - 0.5 <= (low - intercept) / slope and (high - intercept) / slope <= limits[1] + 0.5:
         if candidate.rescale and modality != "CT":
             candidate.rescale_type = str(template.get("RescaleType", "US"))
         return candidate
-    vmin, vmax = float(values.min()), float(values.max())
-    slope = _ds_float(max(vmax - vmin, 1e-6) * 1.0001 / (high - low - 2))
-    intercept = _ds_float(vmin - (low + 1) * slope)
+    slope = _ds_float(max(high - low, 1e-6) * 1.0001 / (limits[1] - limits[0] - 2))
+    intercept = _ds_float(low - (limits[0] + 1) * slope)
     return _Encoding(slope, intercept, signed, rescale=True, rescale_type=None if modality == "CT" else "US")
 
 
-def _window(kind, values, template, source) -> tuple[float, float] | None:
+def _window(kind, sample, template, source) -> tuple[float, float] | None:
     """(centre, width) to write, or None to keep the source's window attributes."""
     if kind == "std":
-        top = float(np.percentile(values, 99))
+        top = float(np.percentile(sample, 99))
         return (top / 2, top) if top > 0 else (0.5, 1.0)
     if "WindowCenter" in template and "WindowWidth" in template:
         return None
     if source.window is not None and template.get("PhotometricInterpretation") != "MONOCHROME1":
         return tuple(source.window)
-    low, high = np.percentile(values, (0.5, 99.5))
+    low, high = np.percentile(sample, (0.5, 99.5))
     return (float(low + high) / 2, max(float(high - low), 1.0))
 
 
@@ -493,7 +527,11 @@ def _derived_dataset(plane: _Plane, kind: str, run: _Run, series_uid: str, numbe
     ds.SeriesDate = ds.ContentDate = ds.InstanceCreationDate = run.date
     ds.SeriesTime = ds.ContentTime = ds.InstanceCreationTime = run.time
     values = list(plane.template.get("ImageType") or [])
-    ds.ImageType = ["DERIVED", "SECONDARY", values[2] if len(values) > 2 and values[2] else "OTHER"]
+    if plane.reformatted and plane.references:
+        flavour = "REFORMATTED"  # not the source's (CT: AXIAL) any more
+    else:
+        flavour = values[2] if len(values) > 2 and values[2] else "OTHER"
+    ds.ImageType = ["DERIVED", "SECONDARY", flavour]
     old = str(plane.template.get("DerivationDescription", "") or "").strip()
     text = derivation_text(run.description, kind, run.factor, run.version)
     ds.DerivationDescription = _clip(f"{text}. Source derivation: {old}" if old else text, 1024)
@@ -592,13 +630,10 @@ def _our_equipment(run: _Run) -> Dataset:
 
 
 def _source_was_lossy(ds: Dataset) -> bool:
+    """The source says it was lossy compressed, or its transfer syntax is a compressed one that may be lossy."""
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-    return str(ds.get("LossyImageCompression", "")) == "01" or bool(syntax is not None and syntax.is_compressed
-                                                                     and not _is_lossless(syntax))
-
-
-def _is_lossless(syntax) -> bool:
-    return "Lossless" in syntax.name or syntax.name.startswith(("RLE", "Deflated"))
+    lossy_syntax = syntax is not None and syntax.is_compressed and syntax not in _LOSSLESS_SYNTAXES
+    return str(ds.get("LossyImageCompression", "")) == "01" or lossy_syntax
 
 
 def _file_meta(ds: Dataset, run: _Run) -> FileMetaDataset:
@@ -611,16 +646,23 @@ def _file_meta(ds: Dataset, run: _Run) -> FileMetaDataset:
     return meta
 
 
-def _parametric_map(std, planes, std_images, fresh: bool, run: _Run) -> tuple[str, Dataset]:
-    """The std as a float32 Parametric Map on the same planes as the classic std series (spec B4)."""
-    references = [ds for _, ds in std_images] if fresh else _unique(ref for p in planes for ref in p.references)
+def _pm_series(std, planes, fresh: bool, run: _Run) -> Iterator[tuple[str, Dataset]]:
+    """The std as a float32 Parametric Map on the same planes as the classic std series (spec B4).
+
+    Its source images are the DICOM source's slices, or for a fresh study the classic std images
+    (headers made here; the same UIDs as the std series, written or not).
+    """
+    if fresh:
+        references = [_derived_dataset(p, "std", run, run.uid("std"), number=i + 1) for i, p in enumerate(planes)]
+    else:
+        references = _unique(ref for p in planes for ref in p.references)
     top = float(std.max())
     mapping = hd.pm.RealWorldValueMapping(
         lut_label="STD", lut_explanation="posterior standard deviation", unit=_PM_UNITS[run.modality],
         value_range=(0.0, top if top > 0 else 1.0), slope=1.0, intercept=0.0,
         quantity_definition=codes.SCT.StandardDeviation,
     )
-    centre, width = _window("std", std, None, None)
+    centre, width = _window("std", _sample(std), None, None)
     first = planes[0]
     thickness = first.thickness or first.spacing_between or 1.0
     pm = hd.pm.ParametricMap(
@@ -646,19 +688,19 @@ def _parametric_map(std, planes, std_images, fresh: bool, run: _Run) -> tuple[st
         content_date=run.when.date(), content_time=run.when.time(),
     )
     pm.Laterality = str(references[0].get("Laterality", "") or "")
-    return "IM_0001.dcm", pm
+    yield "IM_0001.dcm", pm
 
 
-def _sc_series(kind, stack, source: MedicalImage, run: _Run) -> list[tuple[str, Dataset]]:
+def _sc_series(kind, stack, source: MedicalImage, run: _Run) -> Iterator[tuple[str, Dataset]]:
     """A PNG source's result as a Secondary Capture image of a fresh study (no geometry to keep)."""
     if kind == "std":
-        encoding = _Encoding(_ds_float(stack.max() * 1.0001 / 65534) if stack.max() > 0 else 1.0, 0.0, False,
-                             rescale=True, rescale_type="US")
+        top = float(stack.max())
+        encoding = _Encoding(_ds_float(top * 1.0001 / 65534) if top > 0 else 1.0, 0.0, False, rescale=True,
+                             rescale_type="US")
     else:
         encoding = _Encoding(1.0, 0.0, signed=False)
     study = Dataset()
     _set_fresh_study(study, source, run)
-    out = []
     for i, values in enumerate(stack):
         sc = hd.sc.SCImage(
             pixel_array=encoding.encode(values), photometric_interpretation="MONOCHROME2", bits_allocated=16,
@@ -680,21 +722,23 @@ def _sc_series(kind, stack, source: MedicalImage, run: _Run) -> list[tuple[str, 
         sc.ImageComments = _image_comment(kind)
         if encoding.rescale:
             sc.RescaleIntercept, sc.RescaleSlope, sc.RescaleType = "0", _ds(encoding.slope), "US"
-        centre, width = _window(kind, values if kind == "std" else np.rint(values), Dataset(), source)
+        values = np.asarray(values, dtype=np.float64)
+        centre, width = _window(kind, _sample(values if kind == "std" else np.rint(values)), Dataset(), source)
         sc.WindowCenter, sc.WindowWidth = _ds(centre), _ds(width)
         if width < 1:
             sc.VOILUTFunction = "LINEAR_EXACT"
-        out.append((_file_name(i, len(stack)), sc))
-    return out
+        yield _file_name(i, len(stack)), sc
 
 
-def _write_series(target: Path, files: list[tuple[str, Dataset]], overwrite: bool) -> list[Path]:
+def _write_series(target: Path, files: Iterable[tuple[str, Dataset]], overwrite: bool) -> list[Path]:
     """Write a series into a hidden temporary folder beside `target`, then rename it onto `target`."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    names = []
     try:
         for name, ds in files:
             ds.save_as(tmp / name, enforce_file_format=True)
+            names.append(name)
         if target.exists():
             if not overwrite:
                 raise FileExistsError(f"{target} already exists; choose another folder or pass overwrite=True")
@@ -707,7 +751,7 @@ def _write_series(target: Path, files: list[tuple[str, Dataset]], overwrite: boo
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    return [target / name for name, _ in files]
+    return [target / name for name in names]
 
 
 def series_description(source_label: str, task_label: str, method: str, kind: str, description: Mapping) -> str:
@@ -716,7 +760,7 @@ def series_description(source_label: str, task_label: str, method: str, kind: st
     level = _interval_level(description)
     if kind in ("lower", "upper") and level is not None:
         name += f" {round(100 * level, 1):g}%"
-    ours = _clip(f"BRGM {task_label} {method.upper()} {name} [research]", 64)
+    ours = _clip(f"BRGM {task_label[:16]} {method.upper()[:16]} {name} [research]", 64)
     room = 64 - len(ours) - 1
     prefix = _clean(source_label)[:room].rstrip() if room > 0 else ""
     return f"{prefix} {ours}" if prefix else ours
