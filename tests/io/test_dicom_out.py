@@ -247,6 +247,21 @@ def test_std_and_interval_images_keep_their_fine_values(mr_written, mr_outputs):
     assert "standard deviation" in std.ImageComments and std.SeriesDescription.endswith("std [research]")
 
 
+def test_slices_with_different_rescales_get_one_for_the_series(tmp_path, mr_folder):
+    folder = tmp_path / "rescaled"
+    folder.mkdir()
+    for k, path in enumerate(sorted(mr_folder.iterdir())):
+        ds = pydicom.dcmread(path)
+        ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType = [1, 0.5, 0.25][k], [0, -10, -20][k], "US"
+        ds.save_as(folder / path.name)
+    source = load_image(folder)
+    mean = source.data + 0.1
+    write_dicom(tmp_path / "out", source, {"mean": mean}, description={"task": "denoise"}, run_id="r")
+    datasets = read_series(tmp_path / "out" / "mean")
+    assert {(float(ds.RescaleSlope), float(ds.RescaleIntercept)) for ds in datasets} == {(0.25, -20.0)}
+    assert_within_half_step(load_image(tmp_path / "out" / "mean").data, mean, 0.25)
+
+
 def test_ct_mean_in_hounsfield_units_within_half_a_step(ct_written):
     out, outputs, _ = ct_written
     [ds] = read_series(out / "mean")
