@@ -509,7 +509,7 @@ def _derived_dataset(plane: _Plane, kind: str, run: _Run, series_uid: str, numbe
     for keyword in _STALE:
         if keyword in ds:
             delattr(ds, keyword)
-    for tag in [t for t in ds.keys() if 0x5000 <= t.group <= 0x60FF and t.group % 2 == 0]:
+    for tag in [elem.tag for elem in ds if 0x5000 <= elem.tag.group <= 0x60FF and elem.tag.group % 2 == 0]:
         del ds[tag]  # overlays (60xx) and curves (50xx)
     if plane.reformatted:
         for keyword in _SLICE_GEOMETRY:

@@ -81,7 +81,8 @@ def write_dicom_series(path: str, data, meta: dict) -> list[str]:
         raise ValueError(f"layer {name!r} is on a resampled grid of its DICOM source; save it as NIfTI")
     source = load_image(metadata["source"])
     if source.metadata["dicom"].get("files") != list(files):
-        raise ValueError(f"the DICOM source {metadata['source']} no longer holds the files layer {name!r} was read from")
+        raise ValueError(f"the DICOM source {metadata['source']} no longer holds the files that layer {name!r} "
+                         "was read from")
     array = np.asarray(data, dtype=np.float32)
     slices = brgm.get("slices")
     if slices is None:
