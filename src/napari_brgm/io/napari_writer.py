@@ -89,7 +89,8 @@ def write_dicom_series(path: str, data, meta: dict) -> list[str]:
         offset = (metadata.get("slice_of") or {}).get("index", 0)
         k = brgm.get("slice")
         slices = [offset + int(k)] if k is not None else ([offset] if "slice_of" in metadata else None)
-    record = {key: brgm.get(key) for key in ("key", "kind", "settings", "seed", "slice", "slices", "axis")}
+    record = {key: brgm.get(key) for key in ("key", "kind", "settings", "seed", "slice", "slices", "axis", "partial",
+                                             "final_losses")}
     identity = json.dumps(record, sort_keys=True, default=str).encode() if brgm else array.tobytes()
     run_id = hashlib.sha256(identity).hexdigest()  # the same result saved again gets the same UIDs
     written = write_dicom(
