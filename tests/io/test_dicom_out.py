@@ -563,6 +563,18 @@ def test_napari_writer_saves_a_plain_dicom_layer_as_mean(tmp_path, ct):
     assert np.abs(apply_modality_lut(ds.pixel_array, ds) - ct.data).max() == 0
 
 
+def test_napari_writer_saves_a_slab_in_volume_order(tmp_path, mr, coronal_written):
+    """A layer holding coronal planes 10..13 in the volume's (z, y, x) order, as MedicalImage.slab records it."""
+    _, mean, _ = coronal_written
+    metadata = {**copy.deepcopy(mr.metadata), "slab_of": {"shape": [3, 64, 64], "axis": 1, "slices": CORONAL,
+                                                          "factor": 2}}
+    slab = np.moveaxis(mean, 0, 1)  # (z 6, planes 4, x 128)
+    paths = write_dicom_series(str(tmp_path / "slab"), slab, {"name": "slab", "metadata": metadata})
+    back = load_image(Path(paths[0]).parent)
+    np.testing.assert_array_equal(back.data, np.rint(mean)[::-1])
+    assert back.spacing == pytest.approx((0.3125, 0.4, 0.15625))
+
+
 def test_napari_writer_refuses_layers_it_cannot_place(tmp_path, nifti, mr):
     with pytest.raises(ValueError, match="did not come from a DICOM series or file.*save it as NIfTI"):
         write_dicom_series(str(tmp_path / "x"), nifti.data, {"name": "slab", "metadata": nifti.metadata})

@@ -161,7 +161,9 @@ def write_dicom(
     `outputs` maps a kind ("mean", "consistent", "std", "lower", "upper") to float values in the
     source's units (MedicalImage units: rescale applied, MONOCHROME1 inverted), shaped
     (len(slices), rows * factor, cols * factor) for the planes `slices` (default: all) along
-    `axis` of the source volume (0 = its slice axis), or 2-D for one plane. `description` records
+    `axis` of the source volume (0 = its slice axis), or 2-D for one plane; the rows and columns
+    are the volume's other axes in order (``np.moveaxis(slab, axis, 0)`` of a slab kept in the
+    volume's axis order). `description` records
     the run (method, prior, task, factor, steps, samples, interval, calibrated, version);
     `run_id` makes the UIDs deterministic. `uncertainty` says how the std is written: "image" (a
     classic image), "pm" (a float Parametric Map), "both", "none", or "auto" (both for MR/CT,

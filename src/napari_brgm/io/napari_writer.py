@@ -57,8 +57,10 @@ def write_dicom_series(path: str, data, meta: dict) -> list[str]:
 
     Result layers (``metadata["brgm"]``) are written as their kind (mean, consistent, uncertainty
     as std, lower, upper) on the source's grid `factor`x finer; other layers read from DICOM as
-    "mean". The source is re-read from ``metadata["source"]``; its files must still be the ones
-    recorded. Files go to `path`/<kind>/IM_0001.dcm ... (replacing an earlier save there).
+    "mean". A slab (``metadata["slab_of"]``: planes `slices` along `axis`, in the volume's axis
+    order, as `MedicalImage.slab` records it) is written plane by plane. The source is re-read from
+    ``metadata["source"]``; its files must still be the ones recorded. Files go to
+    `path`/<kind>/IM_0001.dcm ... (replacing an earlier save there).
     """
     from napari_brgm.io.dicom_out import describe_run, write_dicom
     from napari_brgm.io.loader import load_image
@@ -84,7 +86,12 @@ def write_dicom_series(path: str, data, meta: dict) -> list[str]:
         raise ValueError(f"the DICOM source {metadata['source']} no longer holds the files that layer {name!r} "
                          "was read from")
     array = np.asarray(data, dtype=np.float32)
-    slices = brgm.get("slices")
+    slab = metadata.get("slab_of") or {}
+    slices = brgm.get("slices", slab.get("slices"))
+    axis = int(brgm.get("axis", slab.get("axis")) or 0)
+    factor = int(brgm.get("factor") or slab.get("factor") or 1)
+    if slab and array.ndim == 3:
+        array = np.moveaxis(array, axis, 0)  # planes first, rows and columns in the volume's order
     if slices is None:
         offset = (metadata.get("slice_of") or {}).get("index", 0)
         k = brgm.get("slice")
@@ -94,7 +101,6 @@ def write_dicom_series(path: str, data, meta: dict) -> list[str]:
     identity = json.dumps(record, sort_keys=True, default=str).encode() if brgm else array.tobytes()
     run_id = hashlib.sha256(identity).hexdigest()  # the same result saved again gets the same UIDs
     written = write_dicom(
-        path, source, {kind: array}, factor=int(brgm.get("factor") or 1), axis=int(brgm.get("axis") or 0),
-        slices=slices, description=describe_run(brgm), run_id=run_id, uncertainty="auto", overwrite=True,
+        path, source, {kind: array}, factor=factor, axis=axis, slices=slices, description=describe_run(brgm), run_id=run_id, uncertainty="auto", overwrite=True,
     )
     return [str(p) for paths in written.values() for p in paths]
