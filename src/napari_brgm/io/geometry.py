@@ -148,3 +148,38 @@ def resampled_scale_translate(
         translate[k] -= (factor - 1) / (2 * factor) * scale[k]
         scale[k] /= factor
     return tuple(scale), tuple(translate)
+
+
+# For planes along axis a of a (z, y, x) volume: the volume axes that become (plane, row, column).
+# The rows and columns keep the volume's order, as numpy's take(..., axis=a) and moveaxis(a, 0) give them.
+PLANE_AXES = {0: (0, 1, 2), 1: (1, 0, 2), 2: (2, 0, 1)}
+
+
+def plane_affine(affine: np.ndarray, axis: int = 0, index: int = 0, factor: float = 1) -> np.ndarray:
+    """Affine of plane `index` along `axis` of a volume, as a one-slice volume (1, rows, cols).
+
+    Rows and columns are the volume's other axes in their order (`PLANE_AXES`); the first column
+    stays the step along `axis`; the plane is `factor` times finer in-plane over the same field of
+    view (`resampled_affine`).
+    """
+    if axis not in PLANE_AXES:
+        raise ValueError(f"axis must be 0 (z), 1 (y) or 2 (x), got {axis}")
+    permuted = np.asarray(affine, dtype=float)[:, [*PLANE_AXES[axis], 3]]
+    return resampled_affine(slice_affine(permuted, index), factor, axes=(1, 2))
+
+
+def output_affine(
+    affine: np.ndarray, axis: int = 0, slices: Sequence[int] | None = None, factor: float = 1
+) -> np.ndarray:
+    """Affine of the stack (n, rows, cols) of planes `slices` along `axis`, `factor` times finer in-plane.
+
+    Index (k, r, c) of the stack maps to plane `slices[k]`; the first column is the step between
+    consecutive planes, so the slices must be evenly spaced (default: all planes from 0, step 1).
+    """
+    slices = [0] if slices is None or len(slices) == 0 else [int(s) for s in slices]
+    steps = set(np.diff(slices).tolist())
+    if len(steps) > 1 or 0 in steps:
+        raise ValueError(f"the slices {slices} are not evenly spaced, so one affine cannot describe their stack")
+    out = plane_affine(affine, axis, slices[0], factor)
+    out[:3, 0] *= steps.pop() if steps else 1
+    return out
