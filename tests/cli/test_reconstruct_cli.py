@@ -193,3 +193,31 @@ def test_slices_range_along_y_and_errors_before_work(small_brain, tmp_path, tiny
                                                                          "2": "empty mask: nothing to inpaint"}
     assert main(base + ["--task", "denoise", "--slices", "0:2", "--axis", "x", "--out", str(tmp_path / "x")]) == 0
     assert load_image(tmp_path / "x" / "mean.nii.gz").data.shape == (3, 27, 2)
+
+
+def test_a_dicom_series_comes_back_as_a_derived_dicom_series_of_its_study(tmp_path, tiny_fixture_dir, one_thread):
+    import pydicom
+
+    from tests.io.conftest import make_mr_series
+
+    folder = make_mr_series(tmp_path / "mr")
+    out = tmp_path / "out"
+    args = ["reconstruct", str(folder), "--task", "denoise", "--prior", str(tiny_fixture_dir / "network-snapshot.pkl"),
+            "--method", "vi", "--steps", "3", "--samples", "3", "--mc-samples", "2", "--slices", "all",
+            "--device", "cpu", "--out", str(out)]
+    assert main(args) == 0
+    assert not (out / "mean.nii.gz").exists()  # DICOM in: DICOM out by default
+    source, mean = load_image(folder), load_image(out / "dicom" / "mean")
+    assert mean.data.shape == source.data.shape == (3, 64, 64)
+    np.testing.assert_allclose(mean.affine, source.affine, atol=1e-4)  # it overlays the input
+    stored = np.load(out / "slices" / "z0001.npz")["mean"]
+    assert np.abs(mean.data[1] - stored).max() <= 0.5 + 1e-3  # MR: stored rounded in the source's units
+    src = pydicom.dcmread(sorted(folder.iterdir())[0])
+    files = sorted((out / "dicom" / "mean").iterdir())
+    ds = pydicom.dcmread(files[0])
+    assert ds.StudyInstanceUID == src.StudyInstanceUID and ds.SeriesInstanceUID != src.SeriesInstanceUID
+    assert list(ds.ImageType[:2]) == ["DERIVED", "SECONDARY"] and "vi" in ds.DerivationDescription.lower()
+    std = sorted((out / "dicom" / "std").iterdir())
+    assert len(files) == len(std) == 3 and (out / "dicom" / "std_pm").is_dir()
+    assert main(args + ["--format", "both"]) == 2  # the series exist: refused, not overwritten
+    assert main(args + ["--format", "both", "--overwrite"]) == 0 and (out / "mean.nii.gz").exists()

@@ -32,7 +32,7 @@ from napari_brgm.io import load_image, resampled_affine
 from napari_brgm.io.dicom_out import CAUTION, write_dicom
 from napari_brgm.io.geometry import output_affine
 from napari_brgm.io.napari_writer import write_dicom_series
-from tests.io.conftest import BRAIN_SAMPLE, XRAY_SAMPLE, pydicom_file
+from tests.io.conftest import BRAIN_SAMPLE, XRAY_SAMPLE, make_mr_series, pydicom_file
 
 RUN = {"method": "vi", "prior": "brain-t1", "task": "superres", "factor": 2, "steps": 30, "samples": 4,
        "interval": 0.9, "calibrated": False, "version": "0.1.0"}
@@ -68,21 +68,7 @@ def centre(ds: pydicom.Dataset, row: float, col: float) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def mr_folder(tmp_path_factory) -> Path:
-    """Three MR_small slices 0.8 mm apart (shifted ImagePositionPatient), values differing per slice."""
-    folder = tmp_path_factory.mktemp("mr") / "mr_series"
-    folder.mkdir()
-    series = generate_uid()
-    for k in range(3):
-        ds = pydicom.dcmread(pydicom_file("MR_small.dcm"))
-        ds.SeriesInstanceUID = series
-        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-        ds.InstanceNumber = 3 - k
-        position = [float(v) for v in ds.ImagePositionPatient]
-        ds.ImagePositionPatient = [position[0], position[1], position[2] + 0.8 * k]
-        ds.SliceLocation = 0.8 * k
-        ds.PixelData = (ds.pixel_array.astype(np.int16) + 100 * k).tobytes()
-        ds.save_as(folder / f"slice{k}.dcm")
-    return folder
+    return make_mr_series(tmp_path_factory.mktemp("mr") / "mr_series")
 
 
 @pytest.fixture(scope="module")

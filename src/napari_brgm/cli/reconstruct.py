@@ -88,8 +88,14 @@ def register(sub) -> None:
                    "them as a volume (resumable)")
     p.add_argument("--axis", choices=("z", "y", "x"), default="z",
                    help="with --slices: the axis the slices are perpendicular to (default z, the stored slices)")
-    p.add_argument("--overwrite", action="store_true", help="with --slices: replace a run in --out made with other "
-                   "parameters instead of refusing")
+    p.add_argument("--overwrite", action="store_true", help="replace a run in --out made with other parameters "
+                   "(--slices) and existing DICOM series instead of refusing")
+    p.add_argument("--format", choices=("nifti", "dicom", "both"), dest="out_format",
+                   help="outputs as NIfTI, as DICOM derived series (--out/dicom/<kind>/) or both (default: DICOM "
+                   "for DICOM input, else NIfTI)")
+    p.add_argument("--dicom-uncertainty", choices=("auto", "image", "pm", "both", "none"), default="auto",
+                   help="how DICOM output stores the std: a derived image, a float Parametric Map, both, none "
+                   "(auto: both for MR/CT, image otherwise)")
     p.add_argument("--sigma-y", type=float, help="measurement noise std in input units (default: 2.5%% of range)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--interval", type=float, choices=(0.8, 0.9, 0.95), default=0.9,
@@ -236,16 +242,17 @@ def _run_slice(args, image) -> int:
     out.mkdir(parents=True, exist_ok=True)
     factor = result.settings["factor"]
     grid = geometry.resampled(result.mean[None], factor) if factor > 1 else geometry
-    written = [save_nifti(out / "mean.nii.gz", result.mean[None], grid)]
-    if result.std is not None:
-        written.append(save_nifti(out / "std.nii.gz", result.std[None], grid))
-    written.append(save_nifti(out / "samples.nii.gz", result.samples[:, None], grid))
-    if result.lower is not None:
-        written.append(save_nifti(out / "lower.nii.gz", result.lower[None], grid))
-        written.append(save_nifti(out / "upper.nii.gz", result.upper[None], grid))
-    if result.consistent is not None:
-        written.append(save_nifti(out / "consistent.nii.gz", result.consistent[None], grid))
+    formats = _formats(args, image)
+    written = []
+    if "nifti" in formats:
+        outputs = {"mean": result.mean, "std": result.std, "lower": result.lower, "upper": result.upper,
+                   "consistent": result.consistent}
+        written = [save_nifti(out / f"{name}.nii.gz", a[None], grid) for name, a in outputs.items() if a is not None]
+        written.append(save_nifti(out / "samples.nii.gz", result.samples[:, None], grid))
     written.append(write_panel(out / "panel.png", data, result, mask))
+    if "dicom" in formats:
+        outputs = {name: getattr(result, name)[None] for name in DICOM_KINDS if getattr(result, name) is not None}
+        written += _write_dicom(args, image, outputs, 0, [geometry.metadata["slice_of"]["index"]], result.settings)
     summary = {
         "input": str(args.input),
         "slice": geometry.metadata["slice_of"]["index"],
@@ -266,6 +273,31 @@ def _run_slice(args, image) -> int:
               + ("" if check["ok"] else " — below 80 %: the intervals look too narrow for this image"))
     _warn_ood(result.settings["in_distribution"])
     return 0
+
+
+DICOM_KINDS = ("mean", "consistent", "std", "lower", "upper")
+
+
+def _formats(args, image) -> set[str]:
+    """The output formats: as asked, else DICOM for a DICOM input and NIfTI for the others."""
+    fmt = args.out_format or ("dicom" if image.metadata.get("format", "").startswith("dicom") else "nifti")
+    return {"nifti", "dicom"} if fmt == "both" else {fmt}
+
+
+def _write_dicom(args, image, arrays: dict, axis: int, slices: list[int], settings: dict) -> list[Path]:
+    """The outputs (planes first, input units) as DICOM derived series in --out/dicom/<kind>/; their folders."""
+    from napari_brgm.io.dicom_out import describe_run, write_dicom
+    from napari_brgm.io.slice_store import params_hash
+
+    outputs = {name: arrays[name] for name in DICOM_KINDS if name in arrays}
+    factor = args.factor if args.task == "superres" else 1
+    description = describe_run(settings) | {"factor": factor}
+    run_id = params_hash({"input": str(Path(args.input).resolve()), "axis": axis, "slices": slices,
+                          "settings": {k: v for k, v in settings.items() if k not in ("timings", "device_used")}})
+    written = write_dicom(args.out / "dicom", image, outputs, factor=factor, axis=axis, slices=slices,
+                          description=description, run_id=run_id, uncertainty=args.dicom_uncertainty,
+                          overwrite=args.overwrite)
+    return [args.out / "dicom" / kind for kind in written]
 
 
 def _warn_ood(ood: dict) -> None:
@@ -335,10 +367,16 @@ def _run_volume(args, image) -> int:
         print("interrupted before the first slice was finished: nothing written", file=sys.stderr)
         return 130
     grid = image.slab(np.moveaxis(arrays["mean"], 0, axis), axis, chosen, factor)
+    formats = _formats(args, image)
     written = [save_nifti(args.out / f"{name}.nii.gz", np.moveaxis(arrays[name], 0, axis), grid)
-               for name in KINDS if name in arrays]
+               for name in KINDS if name in arrays and "nifti" in formats]
     reconstructed = [k for k in finished if "copied" not in settings[k]]
     first = settings[reconstructed[0]] if reconstructed else {}
+    if "dicom" in formats:
+        if len(finished) < len(chosen):
+            print("DICOM output waits for every slice: rerun with the same --out to finish it", file=sys.stderr)
+        else:
+            written += _write_dicom(args, image, arrays, axis, chosen, first)
     summary = {"input": str(args.input), "axis": args.axis, "slices": chosen, "done": finished,
                "partial": len(finished) < len(chosen),
                "copied": {k: settings[k]["copied"] for k in finished if "copied" in settings[k]},

@@ -162,10 +162,7 @@ def plane_affine(affine: np.ndarray, axis: int = 0, index: int = 0, factor: floa
     stays the step along `axis`; the plane is `factor` times finer in-plane over the same field of
     view (`resampled_affine`).
     """
-    if axis not in PLANE_AXES:
-        raise ValueError(f"axis must be 0 (z), 1 (y) or 2 (x), got {axis}")
-    permuted = np.asarray(affine, dtype=float)[:, [*PLANE_AXES[axis], 3]]
-    return resampled_affine(slice_affine(permuted, index), factor, axes=(1, 2))
+    return output_affine(affine, axis, [index], factor)
 
 
 def output_affine(
@@ -173,13 +170,10 @@ def output_affine(
 ) -> np.ndarray:
     """Affine of the stack (n, rows, cols) of planes `slices` along `axis`, `factor` times finer in-plane.
 
-    Index (k, r, c) of the stack maps to plane `slices[k]`; the first column is the step between
-    consecutive planes, so the slices must be evenly spaced (default: all planes from 0, step 1).
+    `slab_affine` with the slice axis first: index (k, r, c) maps to plane `slices[k]`, so the
+    slices must be evenly spaced (default: all planes from 0, step 1).
     """
-    slices = [0] if slices is None or len(slices) == 0 else [int(s) for s in slices]
-    steps = set(np.diff(slices).tolist())
-    if len(steps) > 1 or 0 in steps:
-        raise ValueError(f"the slices {slices} are not evenly spaced, so one affine cannot describe their stack")
-    out = plane_affine(affine, axis, slices[0], factor)
-    out[:3, 0] *= steps.pop() if steps else 1
-    return out
+    if axis not in PLANE_AXES:
+        raise ValueError(f"axis must be 0 (z), 1 (y) or 2 (x), got {axis}")
+    slab = slab_affine(affine, axis, [0] if not slices else slices, factor)
+    return slab[:, [*PLANE_AXES[axis], 3]]
