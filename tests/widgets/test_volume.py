@@ -112,6 +112,30 @@ def test_a_range_gives_those_slices_at_their_world_z_with_the_reader_geometry(do
     assert [layer.unique_id for layer in viewer.layers] == before
 
 
+def test_a_variational_volume_run_names_its_interval_and_fills_every_layer(docked, qtbot, tiny_prior, notes):
+    viewer, widget = docked
+    _volume(viewer, shape=(2, 8, 8), seed=4)
+    _form(widget, "all", method="vi", steps=2)
+    widget.samples_spin.setValue(3)
+    widget.interval_check.setChecked(True)
+
+    run = run_and_wait(widget, qtbot)
+
+    label = "vol z0:2 SRx4 VI"
+    assert [layer.name for layer in viewer.layers] == ["vol", f"{label} mean", f"{label} uncertainty (uncalibrated 90 %)",
+                                                       f"{label} lower 90 %", f"{label} upper 90 %"]
+    mean, std, lower, upper = (viewer.layers[n] for n in [layer.name for layer in viewer.layers][1:])
+    assert all(x.data.shape == (2, 32, 32) and np.isfinite(x.data).all() for x in (mean, std, lower, upper))
+    assert (std.data > 0).any() and (upper.data >= lower.data).all() and (upper.data > lower.data).any()
+    np.testing.assert_array_equal(std.data, run.result.std)
+    assert std.colormap.name == "inferno" and std.contrast_limits[1] == pytest.approx(L.uncertainty_top(std.data))
+    interval = run.result.settings[0]["interval"]
+    assert std.metadata["brgm"]["interval"] == interval and interval["calibrated"] is False
+    assert any(note.endswith(f"{label} finished: 2 slices; 90 % interval uncalibrated (no calibration file): "
+                             f"mean ± {interval['multiplier']:.2f}·std") for note in notes), notes
+    assert run.reports > 4 and widget.progress_bar.value() == run.total_steps == 2 * 2 * 2  # MAP + VI per slice
+
+
 def test_a_3d_labels_mask_gives_each_slice_its_region_and_an_empty_slice_is_copied(docked, qtbot, tiny_prior, notes):
     viewer, widget = docked
     volume = _volume(viewer, shape=(3, 32, 32), seed=2)

@@ -3,7 +3,8 @@
 No Qt here: these functions read and write napari layer models only, so the widget stays a thin
 form and this module can be tested without a window.
 
-Naming and re-run rule: a result layer is named '<input> [z<k>] <task> <method> <kind>', plus the
+Naming and re-run rule: a result layer is named '<input> [z<k> | z<A>:<B>] <task> <method> <kind>' (z<A>:<B>
+for a volume run over slices A..B-1, `widgets.volume`), plus the
 interval state of an uncertainty layer (' (uncalibrated 90 %)') or the level of an interval layer
 (' 90 %'), and carries ``metadata["brgm"]["key"]`` built from the same parts and
 ``metadata["brgm"]["name"]``, the name it was given. A run updates in place (data, placement,
