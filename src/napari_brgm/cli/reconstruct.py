@@ -173,7 +173,8 @@ def _progress_bars(volume: bool = False):
             bar = bars[key] = tqdm(total=p.total, desc=p.stage.upper(), unit="step", leave=not volume,
                                    position=1 if volume else 0)
         bar.update(p.step - bar.n)
-        bar.set_postfix(loss=f"{p.loss:.4g}", refresh=False)
+        if p.loss == p.loss:  # the Laplace stage reports no loss (NaN)
+            bar.set_postfix(loss=f"{p.loss:.4g}", refresh=False)
 
     def close(done: int | None = None):
         if done is not None and "slices" in bars:
