@@ -1,0 +1,334 @@
+"""Out-of-distribution score of an input slice against a prior, cheap enough to run before the reconstruction.
+
+Score ("flow bits/dim - JPEG 2000 bits/dim"): the complexity-corrected likelihood of Serrà et al.
+(ICLR 2020). A normalizing flow's exact bits/dim of the slice as the engine prepares it (intensity
+map to model units, fit to the prior's size) minus the bits/dim a generic lossless coder (JPEG 2000,
+reversible wavelet) needs for the same 8-bit image: a log-likelihood ratio between the prior's
+flow and a generic image model, in bits per pixel. A flow alone ranks simple, smooth images as
+likely whatever they show (Nalisnick et al., ICLR 2019); the ratio removes that. Higher = less
+like the prior's images.
+
+What the flow sees per task ("view"): the slice itself; for super-resolution ×f the measurement
+nearest-upsampled ×f (bicubic upsampling puts brain slices far outside the flow's typical set:
+docs/evaluation.md); for inpainting the slice with the missing pixels (user mask and padding) set
+to the harmonic continuation of the observed ones, so values under the mask never count (a flow
+has no exact marginal of the observed pixels; the fill is the same for the coder, whose cheapness
+on the smooth fill mostly cancels); for denoising the noisy slice, judged against the calibration
+slices with the same noise level added. Each view has its own threshold: the 99th percentile of
+the scores of the prior's calibration slices seen the same way, stored in `<prior>.ood.json`
+beside the prior (tools/ood_reference.py for the built-in priors, `napari-brgm calibrate` for a
+flow prior of your own). A flow prior scores itself; the built-in StyleGAN2 and diffusion priors
+are scored by the built-in flow, trained on the same slices (the sidecar names the scorer).
+"""
+
+from __future__ import annotations
+
+import datetime
+import io
+import json
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from napari_brgm.engine.calibration import missing_fraction_bin
+from napari_brgm.engine.geometry import plan_fit
+from napari_brgm.engine.intensity import IntensityMap
+
+SCHEMA = 1
+SUFFIX = ".ood.json"
+SCORE_KIND = "flow bits/dim - JPEG 2000 bits/dim"
+QUANTILE = 0.99  # the threshold: this quantile of the calibration slices' scores
+BINS = 256  # 8-bit: the flow's dequantisation bins and the coder's grey levels over [-1, 1]
+SEED = 0  # the fixed one-bin dequantisation noise
+CHUNK = 64  # images per flow pass
+NOISE_LEVELS = (0.02, 0.05, 0.1, 0.2)  # σ_y (model units) of the denoising views references are made for
+NOISE_TOLERANCE = 1.5  # a run's σ_y uses the nearest level within this ratio, else it is not judged
+NOT_JUDGED = "none: the method has no trained prior"
+
+
+def reference_path(prior_path) -> Path:
+    """Where a prior's OOD reference lives: `<prior stem>.ood.json` beside it."""
+    p = Path(prior_path)
+    return p.with_name(p.name.split(".")[0] + SUFFIX)
+
+
+def view_name(task: str, factor: int = 1, missing_fraction: float = 0.0, sigma_y_model: float | None = None) -> str:
+    """The reference a run is judged against: "image", "sr4", "inpaint 25-50%", "denoise 0.05", or "" (none)."""
+    if task == "superres":
+        return f"sr{int(factor)}"
+    if task == "denoise":
+        if sigma_y_model is None or not sigma_y_model > 0:
+            return ""
+        level = min(NOISE_LEVELS, key=lambda s: abs(math.log(s / sigma_y_model)))
+        return f"denoise {level:g}" if abs(math.log(level / sigma_y_model)) <= math.log(NOISE_TOLERANCE) else ""
+    if task == "inpaint" and missing_fraction > 0:
+        return f"inpaint {missing_fraction_bin(missing_fraction)}"
+    return "image"
+
+
+def prepare(image, resolution: int, *, factor: int = 1, mask=None, window=None,
+            fit: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+    """(x [R, R] model units, unseen [R, R] bool): the slice as the engine fits it; unseen = masked or padded.
+
+    Masked input pixels never reach x: they are zeroed before the fit and every model pixel that
+    overlaps one is unseen. Super-resolution: the measurement nearest-upsampled ×factor.
+    """
+    image = np.asarray(image, np.float64)
+    missing = None if mask is None else np.asarray(mask) != 0
+    imap = IntensityMap.from_window(*window) if window else IntensityMap.from_percentiles(image, mask=missing)
+    plan = plan_fit(image.shape, resolution, factor=factor, mode=fit)
+    values = image if missing is None else np.where(missing, 0.0, image)
+    x = plan.to_model(imap.to_model(values)).double().numpy()
+    unseen = plan.model_mask(missing)
+    if factor > 1:
+        block = np.ones((factor, factor))
+        x, unseen = np.kron(x, block), np.kron(unseen, block).astype(bool)
+    return x, unseen
+
+
+def harmonic_fill(x: np.ndarray, unseen: np.ndarray) -> np.ndarray:
+    """x with the unseen pixels replaced by the harmonic continuation of the others (discrete Laplace, 4-neighbours)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.linalg import spsolve
+
+    unseen = np.asarray(unseen, bool)
+    if not unseen.any():
+        return np.asarray(x, np.float64)
+    if unseen.all():
+        raise ValueError("every pixel is unseen: nothing to score")
+    h, w = x.shape
+    index = np.full(x.shape, -1)
+    index[unseen] = np.arange(int(unseen.sum()))
+    rows, cols, rhs = [], [], np.zeros(int(unseen.sum()))
+    degree = np.zeros(x.shape)
+    for dy, dx in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+        src = (slice(max(0, -dy), h - max(0, dy)), slice(max(0, -dx), w - max(0, dx)))
+        dst = (slice(max(0, dy), h - max(0, -dy)), slice(max(0, dx), w - max(0, -dx)))
+        degree[src] += 1
+        here, there = index[src], index[dst]
+        pair = unseen[src] & unseen[dst]
+        rows.append(here[pair])
+        cols.append(there[pair])
+        known = unseen[src] & ~unseen[dst]
+        np.add.at(rhs, here[known], x[dst][known])
+    r = np.concatenate([index[unseen], *rows])
+    c = np.concatenate([index[unseen], *cols])
+    v = np.concatenate([degree[unseen], -np.ones(sum(len(a) for a in rows))])
+    n = int(unseen.sum())
+    out = np.array(x, np.float64)
+    out[unseen] = spsolve(coo_matrix((v, (r, c)), shape=(n, n)).tocsc(), rhs)
+    return out
+
+
+def _grey(x: np.ndarray) -> np.ndarray:
+    return np.clip(np.round((np.asarray(x) + 1) / 2 * (BINS - 1)), 0, BINS - 1).astype(np.uint8)
+
+
+def coder_bits_per_dim(x: np.ndarray) -> float:
+    """Bits per pixel of the lossless JPEG 2000 code stream (Pillow/OpenJPEG) of x's 8-bit image."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(_grey(x)).save(buffer, format="JPEG2000", irreversible=False, no_jp2=True)
+    return 8 * len(buffer.getvalue()) / x.size
+
+
+@torch.no_grad()
+def flow_bits_per_dim(flow, images: np.ndarray, seed: int = SEED) -> np.ndarray:
+    """Exact bits/dim [N] of images [N, R, R] (model units) under the flow, with a fixed one-bin dequantisation noise."""
+    from napari_brgm.priors.glow import bits_per_dim
+
+    device = next(flow.parameters()).device
+    x = torch.as_tensor(np.asarray(images), dtype=torch.float32)[:, None]
+    x = x.expand(-1, flow.img_channels, -1, -1)
+    noise = (torch.rand(x.shape[1:], generator=torch.Generator().manual_seed(seed)) - 0.5) * (2 / BINS)
+    x = x + noise  # the same noise for every image: a slice's score does not depend on its batch
+    return torch.cat([bits_per_dim(flow, x[i: i + CHUNK].to(device), bins=BINS).double().cpu()
+                      for i in range(0, len(x), CHUNK)]).numpy()
+
+
+def scores(flow, images: np.ndarray) -> dict[str, np.ndarray]:
+    """{"score", "flow_bpd", "coder_bpd"} [N] of filled images [N, R, R] in model units."""
+    images = np.asarray(images, np.float64)
+    flow_bpd = flow_bits_per_dim(flow, images)
+    coder = np.array([coder_bits_per_dim(x) for x in images])
+    return {"score": flow_bpd - coder, "flow_bpd": flow_bpd, "coder_bpd": coder}
+
+
+def view_images(slices: np.ndarray, view: str, seed: int = SEED) -> list[tuple[np.ndarray, np.ndarray | None, int]]:
+    """(input, mask or None, factor) runs of clean calibration slices [N, R, R] simulating `view` (for references)."""
+    from napari_brgm.engine.calibrate import MASK_SHAPES, box_downsample, simulation_mask
+
+    out = []
+    for i, x in enumerate(np.asarray(slices, np.float64)):
+        if view == "image":
+            out.append((x, None, 1))
+        elif view.startswith("sr"):
+            f = int(view[2:])
+            out.append((box_downsample(x, f), None, f))
+        elif view.startswith("inpaint "):
+            for kind in MASK_SHAPES[view.split(" ", 1)[1]]:
+                m = simulation_mask(x.shape, kind)
+                out.append((np.where(m, 0.0, x), m, 1))
+        elif view.startswith("denoise "):
+            sigma = float(view.split(" ", 1)[1])
+            out.append((x + sigma * np.random.default_rng(seed + i).standard_normal(x.shape), None, 1))
+        else:
+            raise ValueError(f"unknown OOD view {view!r}")
+    return out
+
+
+def reference_scores(flow, slices: np.ndarray, view: str) -> np.ndarray:
+    """Scores of calibration slices [N, R, R] (model units, clean, the prior's size) seen as `view`."""
+    r = flow.img_resolution
+    filled = [harmonic_fill(*prepare(x, r, factor=f, mask=m)) for x, m, f in view_images(slices, view)]
+    return scores(flow, np.stack(filled))["score"]
+
+
+def threshold_of(values) -> float:
+    """The `QUANTILE` of a view's calibration scores (the largest when there are fewer than 100)."""
+    return float(np.quantile(np.asarray(values, np.float64), QUANTILE, method="higher"))
+
+
+def make_reference(prior_path, scorer_path, views: dict[str, np.ndarray], *, scorer_name: str | None = None,
+                   data_kind: str = "real-heldout", sources=()) -> dict:
+    """The `<prior>.ood.json` content: per view the threshold and a summary of the calibration scores."""
+    from napari_brgm import __version__
+    from napari_brgm.engine.uncertainty import file_sha256
+
+    same = Path(scorer_path).resolve() == Path(prior_path).resolve()
+    return {"schema": SCHEMA, "prior_sha256": file_sha256(prior_path), "score_kind": SCORE_KIND,
+            "quantile": QUANTILE, "scorer": {"name": "self" if same else (scorer_name or Path(scorer_path).name),
+                                             "sha256": file_sha256(scorer_path)},
+            "data_kind": data_kind, "sources": list(sources), "created": datetime.date.today().isoformat(),
+            "version": __version__,
+            "views": {v: {"threshold": threshold_of(s), "n": int(len(s)), "median": float(np.median(s)),
+                          "max": float(np.max(s))} for v, s in views.items()}}
+
+
+def save_reference(path, reference: dict, merge: bool = True) -> None:
+    """Write a reference (atomically), keeping the views of an existing file for the same prior and scorer."""
+    path = Path(path)
+    if merge and path.is_file():
+        old = load_reference(path)
+        if old.get("prior_sha256") == reference["prior_sha256"] and old.get("scorer") == reference["scorer"]:
+            reference = {**reference, "views": {**old.get("views", {}), **reference["views"]}}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(reference, f, indent=1)
+    os.replace(tmp, path)
+
+
+def load_reference(path) -> dict:
+    """Read a reference (plain JSON); ValueError for another schema."""
+    d = json.loads(Path(path).read_text())
+    if not isinstance(d, dict) or d.get("schema") != SCHEMA:
+        raise ValueError(f"{path}: OOD reference schema {d.get('schema') if isinstance(d, dict) else d!r}, "
+                         f"this version reads schema {SCHEMA}")
+    return d
+
+
+def scorer_of(prior_path, kind: str, reference: dict | None) -> Path | None:
+    """The flow that scores a prior: itself for a flow, else the built-in flow its reference names."""
+    from napari_brgm.priors import builtin_priors
+
+    if kind == "flow":
+        return Path(prior_path)
+    name = (reference or {}).get("scorer", {}).get("name")
+    return builtin_priors().get(name) if name else None
+
+
+def _load_flow(path: Path):
+    from napari_brgm.engine.reconstruction import _load
+    from napari_brgm.engine.devices import resolve_device
+
+    return _load(str(path), "flow", resolve_device("cpu"))
+
+
+def score_input(image, prior=None, *, method: str = "map", task: str = "superres", factor: int = 4, mask=None,
+                window=None, fit: str = "auto", sigma_y: float | None = None, reference=None) -> dict:
+    """Score a slice against a prior before a run: {"score", "threshold", "ok", "score_kind", "threshold_from",
+    "view", "scorer", "reason", "seconds", ...}; ok None (with the reason) when it cannot be judged.
+
+    Arguments as for `reconstruct` (image in its own units, mask NONZERO = MISSING, window
+    (centre, width), sigma_y in input units); `prior` None: the method's built-in prior;
+    `reference`: an OOD reference file instead of the one beside the prior. About 20-40 ms on a
+    CPU once the flow is loaded (docs/engine.md).
+    """
+    from napari_brgm.engine.methods import PRIOR_KINDS
+    from napari_brgm.engine.reconstruction import DEFAULT_SIGMA_Y, _resolve_prior
+    from napari_brgm.engine.uncertainty import file_sha256
+
+    started = time.perf_counter()
+    kind = PRIOR_KINDS[method]
+    if kind is None:
+        return {"score": None, "threshold": None, "ok": None, "score_kind": NOT_JUDGED}
+    prior_path = _resolve_prior(None if prior is None else str(prior), kind)
+    ref_path = Path(reference) if reference is not None else reference_path(prior_path)
+    ref = load_reference(ref_path) if ref_path.is_file() else None
+    record = {"score": None, "threshold": None, "ok": None, "score_kind": SCORE_KIND, "threshold_from": None,
+              "reference": str(ref_path) if ref else None}
+    scorer = scorer_of(prior_path, kind, ref)
+    if scorer is None:
+        return record | {"score_kind": None, "reason": "no flow to score this prior (no OOD reference names one)"}
+    flow = _load_flow(scorer)
+    image = np.asarray(image, np.float64)
+    missing = None if mask is None else np.asarray(mask) != 0
+    factor = int(factor) if task == "superres" else 1
+    x, unseen = prepare(image, flow.img_resolution, factor=factor, mask=missing, window=window, fit=fit)
+    imap = IntensityMap.from_window(*window) if window else IntensityMap.from_percentiles(image, mask=missing)
+    sigma_model = imap.scale_sigma(sigma_y) if sigma_y is not None else DEFAULT_SIGMA_Y
+    view = view_name(task, factor, 0.0 if missing is None else float(missing.mean()), sigma_model)
+    parts = scores(flow, harmonic_fill(x, unseen)[None])
+    record |= {"score": float(parts["score"][0]), "flow_bpd": float(parts["flow_bpd"][0]),
+               "coder_bpd": float(parts["coder_bpd"][0]), "view": view, "scorer": scorer.name.split(".")[0],
+               "unseen_fraction": float(unseen.mean())}
+    reason = None
+    if ref is None:
+        reason = f"no OOD reference beside the prior ({ref_path.name}): make one with napari-brgm calibrate"
+    elif ref.get("prior_sha256") != file_sha256(prior_path):
+        reason = f"{ref_path.name} was made for another prior file"
+    elif ref.get("scorer", {}).get("sha256") != file_sha256(scorer):
+        reason = f"{ref_path.name} was made with another scoring flow"
+    elif view not in ref.get("views", {}):
+        reason = (f"no reference for {view or f'denoising at sigma_y {sigma_model:.3g} (model units)'} in "
+                  f"{ref_path.name} (it has: {', '.join(ref.get('views', {})) or 'none'})")
+    if reason is None:
+        entry = ref["views"][view]
+        record |= {"threshold": float(entry["threshold"]), "ok": bool(record["score"] <= entry["threshold"]),
+                   "threshold_from": f"{ref_path.name}: q{round(100 * ref.get('quantile', QUANTILE))} of "
+                                     f"{entry['n']} {ref.get('data_kind', 'calibration')} slices ({view})"}
+    else:
+        record["reason"] = reason
+    return record | {"seconds": time.perf_counter() - started}
+
+
+def judge_run(image, missing, settings, prior_path, kind: str | None, sigma_y_model: float, misfit: float | None,
+              misfit_q99: float | None) -> dict:
+    """`Result.settings["in_distribution"]` of a run: the flow score when the prior has one, else the misfit rule.
+
+    Deep Image Prior is never judged. A prior without a flow scorer (a StyleGAN2 or diffusion prior
+    of your own) falls back to the data misfit against its calibration records' 99th percentile
+    (`uncertainty.in_distribution`), which does not separate an X-ray from brain on the built-in prior.
+    """
+    from napari_brgm.engine.uncertainty import in_distribution
+
+    if kind is None:
+        return in_distribution(None, None)
+    try:
+        imap = (IntensityMap.from_window(*settings.window) if settings.window
+                else IntensityMap.from_percentiles(image, mask=missing))
+        record = score_input(image, prior_path, method=settings.method, task=settings.task, factor=settings.factor,
+                             mask=missing, window=settings.window, fit=settings.fit,
+                             sigma_y=imap.sigma_to_input(sigma_y_model))
+    except Exception as exc:  # noqa: BLE001 - the flag must never break a finished run
+        record = {"score": None, "ok": None, "score_kind": None, "reason": f"OOD score failed: {exc}"}
+    if record.get("score_kind") is None:
+        fallback = in_distribution(misfit, misfit_q99)
+        return fallback | {"reason": record.get("reason")} if fallback["ok"] is None else fallback
+    return record | {"misfit": misfit}
