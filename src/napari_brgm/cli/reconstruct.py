@@ -146,6 +146,7 @@ def _run(args) -> int:
 
     from napari_brgm.cli.panel import write_panel
     from napari_brgm.engine import reconstruct
+    from napari_brgm.engine.ood import screen, warning_text
     from napari_brgm.io import load_image, save_nifti
 
     image = load_image(args.input)
@@ -172,6 +173,10 @@ def _run(args) -> int:
         bar.update(p.step - bar.n)
         bar.set_postfix(loss=f"{p.loss:.4g}", refresh=False)
 
+    pre = screen(data, args.prior, method=args.method, task=args.task, factor=args.factor, mask=mask,
+                 sigma_y=args.sigma_y)  # the out-of-distribution flag, before the run
+    if pre["ok"] is False:
+        print(f"warning: {warning_text(pre)}: the result may be confident nonsense", file=sys.stderr)
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:
         result = reconstruct(data, task=args.task, factor=args.factor, mask=mask, prior=args.prior,
@@ -218,7 +223,6 @@ def _run(args) -> int:
         print(f"self-check: {check['coverage']:.0%} of {check['pixels']} hidden observed pixels inside the interval"
               + ("" if check["ok"] else " — below 80 %: the intervals look too narrow for this image"))
     ood = result.settings["in_distribution"]
-    if ood["ok"] is False:
-        print(f"warning: the input looks unlike the prior's images (misfit {ood['score']:.1f} σ_y² > "
-              f"{ood['threshold']:.1f}): the result may be confident nonsense", file=sys.stderr)
+    if ood["ok"] is False and pre["ok"] is not False:
+        print(f"warning: {warning_text(ood)}: the result may be confident nonsense", file=sys.stderr)
     return 0

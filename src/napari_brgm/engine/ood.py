@@ -308,6 +308,35 @@ def score_input(image, prior=None, *, method: str = "map", task: str = "superres
     return record | {"seconds": time.perf_counter() - started}
 
 
+def screen(image, prior=None, **kwargs) -> dict:
+    """`score_input` that never raises: a failure is a record with ok None and the reason (for pre-run warnings)."""
+    try:
+        return score_input(image, prior, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - a warning must never stop a run
+        return {"score": None, "threshold": None, "ok": None, "score_kind": None, "reason": f"OOD score failed: {exc}"}
+
+
+def warning_text(record: dict | None) -> str | None:
+    """"the input looks unlike the prior's training images (…)" for a record with ok False, else None."""
+    if not isinstance(record, dict) or record.get("ok") is not False:
+        return None
+    score, threshold = record.get("score"), record.get("threshold")
+    detail = ""
+    if score is not None and threshold is not None:
+        if record.get("score_kind") == SCORE_KIND:
+            detail = (f" (OOD score {score:.2f} > {threshold:.2f} bits/dim, the 99th percentile of the prior's "
+                      "reference slices)")
+        else:
+            source = ", the calibration set's 99th percentile" if record.get("threshold_from") == "calibration" else ""
+            detail = f" (misfit {_number(score)} σ_y² > {_number(threshold)}{source})"
+    return f"the input looks unlike the prior's training images{detail}"
+
+
+def _number(x: float) -> str:
+    """12.3, 4.0, 0.042: one decimal from 1 up, two significant digits below."""
+    return f"{x:.1f}" if abs(x) >= 1 or x == 0 else f"{x:.2g}"
+
+
 def judge_run(image, missing, settings, prior_path, kind: str | None, sigma_y_model: float, misfit: float | None,
               misfit_q99: float | None) -> dict:
     """`Result.settings["in_distribution"]` of a run: the flow score when the prior has one, else the misfit rule.
@@ -315,20 +344,39 @@ def judge_run(image, missing, settings, prior_path, kind: str | None, sigma_y_mo
     Deep Image Prior is never judged. A prior without a flow scorer (a StyleGAN2 or diffusion prior
     of your own) falls back to the data misfit against its calibration records' 99th percentile
     (`uncertainty.in_distribution`), which does not separate an X-ray from brain on the built-in prior.
+    An explicit calibration file brings the OOD reference beside it (`<calibration stem>.ood.json`).
     """
     from napari_brgm.engine.uncertainty import in_distribution
 
     if kind is None:
         return in_distribution(None, None)
-    try:
-        imap = (IntensityMap.from_window(*settings.window) if settings.window
-                else IntensityMap.from_percentiles(image, mask=missing))
-        record = score_input(image, prior_path, method=settings.method, task=settings.task, factor=settings.factor,
-                             mask=missing, window=settings.window, fit=settings.fit,
-                             sigma_y=imap.sigma_to_input(sigma_y_model))
-    except Exception as exc:  # noqa: BLE001 - the flag must never break a finished run
-        record = {"score": None, "ok": None, "score_kind": None, "reason": f"OOD score failed: {exc}"}
+    given = None if settings.calibration in (None, "none") else reference_path(Path(settings.calibration).expanduser())
+    imap = (IntensityMap.from_window(*settings.window) if settings.window
+            else IntensityMap.from_percentiles(image, mask=missing))
+    record = screen(image, prior_path, method=settings.method, task=settings.task, factor=settings.factor,
+                    mask=missing, window=settings.window, fit=settings.fit,
+                    sigma_y=imap.sigma_to_input(sigma_y_model),
+                    reference=given if given is not None and given.is_file() else None)
     if record.get("score_kind") is None:
         fallback = in_distribution(misfit, misfit_q99)
         return fallback | {"reason": record.get("reason")} if fallback["ok"] is None else fallback
     return record | {"misfit": misfit}
+
+
+def calibration_reference(images, prior_path, task: str, factor: int, bins, out, sources=(),
+                          data_kind: str = "real-heldout") -> Path | None:
+    """`napari-brgm calibrate` for a flow prior: the OOD reference of the calibrated task's views and of the
+    plain slice, from the calibration slices (model units, clean), merged into `<out stem>.ood.json`."""
+    from napari_brgm.priors import prior_kind
+
+    if prior_path is None or prior_kind(prior_path) != "flow":
+        return None
+    flow = _load_flow(Path(prior_path))
+    views = ["image"] + ([f"sr{int(factor)}"] if task == "superres" else [f"inpaint {b}" for b in bins]
+                         if task == "inpaint" else [f"denoise {s:g}" for s in NOISE_LEVELS] if task == "denoise"
+                         else [])
+    slices = np.stack([np.asarray(x, np.float64) for x in images])
+    scored = {v: reference_scores(flow, slices, v) for v in views}
+    path = reference_path(out)
+    save_reference(path, make_reference(prior_path, prior_path, scored, data_kind=data_kind, sources=sources))
+    return path
