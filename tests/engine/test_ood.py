@@ -74,25 +74,28 @@ def test_harmonic_fill_continues_a_linear_ramp_exactly():
 def test_views():
     assert ood.view_name("superres", 8) == "sr8"
     assert ood.view_name("inpaint", 1, 0.3) == "inpaint 25-50%" and ood.view_name("inpaint", 1, 0.0) == "image"
-    assert ood.view_name("denoise", 1, 0.0, 0.06) == "denoise 0.05" and ood.view_name("denoise", 1, 0.0, 1.0) == ""
+    assert ood.view_name("denoise") == ""
     shipped = ood.load_reference(ood.reference_path(builtin_priors()["brain-t1-64"]))["views"]
-    assert {"image", "sr2", "sr4", "sr8", "sr16", "inpaint <=25%", "inpaint 25-50%", "inpaint >50%",
-            "denoise 0.02", "denoise 0.05", "denoise 0.1", "denoise 0.2"} == set(shipped)
+    assert {"image", "sr2", "sr4", "sr8", "sr16", "inpaint <=25%", "inpaint 25-50%", "inpaint >50%"} == set(shipped)
 
 
 def test_no_reference_means_not_judged_with_a_reason(tmp_path, brain64):
     flow = tmp_path / "my-flow.safetensors"
     shutil.copyfile(builtin_priors()["brain-t1-64-glow"], flow)
-    record = ood.score_input(brain64, flow, method="flow", task="denoise")
+    lr = box_downsample(brain64, 4)
+    record = ood.score_input(lr, flow, method="flow", task="superres", factor=4)
     assert record["ok"] is None and record["score"] is not None and "no OOD reference" in record["reason"]
     shutil.copyfile(ood.reference_path(builtin_priors()["brain-t1-64"]), ood.reference_path(flow))
-    record = ood.score_input(brain64, flow, method="flow", task="denoise")
+    record = ood.score_input(lr, flow, method="flow", task="superres", factor=4)
     assert record["ok"] is None and "another prior file" in record["reason"]
     ref = ood.load_reference(ood.reference_path(flow)) | {"prior_sha256": file_sha256(flow)}
-    del ref["views"]["denoise 0.05"]
+    del ref["views"]["sr4"]
     ood.save_reference(ood.reference_path(flow), ref, merge=False)
-    record = ood.score_input(brain64, flow, method="flow", task="denoise")
-    assert record["ok"] is None and "no reference for denoise 0.05" in record["reason"]
+    record = ood.score_input(lr, flow, method="flow", task="superres", factor=4)
+    assert record["ok"] is None and "no reference for sr4" in record["reason"]
+    assert ood.score_input(lr, flow, method="flow", task="superres", factor=2)["ok"] is not None  # the other views
+    noisy = ood.score_input(brain64, method="map", task="denoise")
+    assert noisy["ok"] is None and noisy["reason"] == ood.DENOISE_NOT_JUDGED
 
 
 def test_a_run_records_the_flag_and_deep_image_prior_is_not_judged(xray64):

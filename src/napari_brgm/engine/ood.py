@@ -14,7 +14,8 @@ docs/evaluation.md); for inpainting the slice with the missing pixels (user mask
 to the harmonic continuation of the observed ones, so values under the mask never count (a flow
 has no exact marginal of the observed pixels; the fill is the same for the coder, whose cheapness
 on the smooth fill mostly cancels); for denoising the noisy slice, judged against the calibration
-slices with the same noise level added. Each view has its own threshold: the 99th percentile of
+slices with the same noise level added (measured only: it does not separate, so denoising runs are
+not judged). Each view has its own threshold: the 99th percentile of
 the scores of the prior's calibration slices seen the same way, stored in `<prior>.ood.json`
 beside the prior (tools/ood_reference.py for the built-in priors, `napari-brgm calibrate` for a
 flow prior of your own). A flow prior scores itself; the built-in StyleGAN2 and diffusion priors
@@ -26,7 +27,6 @@ from __future__ import annotations
 import datetime
 import io
 import json
-import math
 import os
 import tempfile
 import time
@@ -46,8 +46,8 @@ QUANTILE = 0.99  # the threshold: this quantile of the calibration slices' score
 BINS = 256  # 8-bit: the flow's dequantisation bins and the coder's grey levels over [-1, 1]
 SEED = 0  # the fixed one-bin dequantisation noise
 CHUNK = 64  # images per flow pass
-NOISE_LEVELS = (0.02, 0.05, 0.1, 0.2)  # σ_y (model units) of the denoising views references are made for
-NOISE_TOLERANCE = 1.5  # a run's σ_y uses the nearest level within this ratio, else it is not judged
+DENOISE_NOT_JUDGED = ("denoising inputs are not judged: noise at sigma_y hides what the flow scores "
+                      "(measured at sigma_y 0.05: a noisy chest X-ray scores lower than noisy brain slices)")
 NOT_JUDGED = "none: the method has no trained prior"
 
 
@@ -57,15 +57,12 @@ def reference_path(prior_path) -> Path:
     return p.with_name(p.name.split(".")[0] + SUFFIX)
 
 
-def view_name(task: str, factor: int = 1, missing_fraction: float = 0.0, sigma_y_model: float | None = None) -> str:
-    """The reference a run is judged against: "image", "sr4", "inpaint 25-50%", "denoise 0.05", or "" (none)."""
+def view_name(task: str, factor: int = 1, missing_fraction: float = 0.0) -> str:
+    """The reference a run is judged against: "image", "sr4", "inpaint 25-50%", or "" (denoising: not judged)."""
     if task == "superres":
         return f"sr{int(factor)}"
     if task == "denoise":
-        if sigma_y_model is None or not sigma_y_model > 0:
-            return ""
-        level = min(NOISE_LEVELS, key=lambda s: abs(math.log(s / sigma_y_model)))
-        return f"denoise {level:g}" if abs(math.log(level / sigma_y_model)) <= math.log(NOISE_TOLERANCE) else ""
+        return ""
     if task == "inpaint" and missing_fraction > 0:
         return f"inpaint {missing_fraction_bin(missing_fraction)}"
     return "image"
@@ -256,12 +253,12 @@ def score_input(image, prior=None, *, method: str = "map", task: str = "superres
     "view", "scorer", "reason", "seconds", ...}; ok None (with the reason) when it cannot be judged.
 
     Arguments as for `reconstruct` (image in its own units, mask NONZERO = MISSING, window
-    (centre, width), sigma_y in input units); `prior` None: the method's built-in prior;
+    (centre, width); sigma_y is accepted and unused: denoising is not judged); `prior` None: the method's built-in prior;
     `reference`: an OOD reference file instead of the one beside the prior. About 20-40 ms on a
     CPU once the flow is loaded (docs/engine.md).
     """
     from napari_brgm.engine.methods import PRIOR_KINDS
-    from napari_brgm.engine.reconstruction import DEFAULT_SIGMA_Y, _resolve_prior
+    from napari_brgm.engine.reconstruction import _resolve_prior
     from napari_brgm.engine.uncertainty import file_sha256
 
     started = time.perf_counter()
@@ -281,9 +278,7 @@ def score_input(image, prior=None, *, method: str = "map", task: str = "superres
     missing = None if mask is None else np.asarray(mask) != 0
     factor = int(factor) if task == "superres" else 1
     x, unseen = prepare(image, flow.img_resolution, factor=factor, mask=missing, window=window, fit=fit)
-    imap = IntensityMap.from_window(*window) if window else IntensityMap.from_percentiles(image, mask=missing)
-    sigma_model = imap.scale_sigma(sigma_y) if sigma_y is not None else DEFAULT_SIGMA_Y
-    view = view_name(task, factor, 0.0 if missing is None else float(missing.mean()), sigma_model)
+    view = view_name(task, factor, 0.0 if missing is None else float(missing.mean()))
     parts = scores(flow, harmonic_fill(x, unseen)[None])
     record |= {"score": float(parts["score"][0]), "flow_bpd": float(parts["flow_bpd"][0]),
                "coder_bpd": float(parts["coder_bpd"][0]), "view": view, "scorer": scorer.name.split(".")[0],
@@ -295,9 +290,10 @@ def score_input(image, prior=None, *, method: str = "map", task: str = "superres
         reason = f"{ref_path.name} was made for another prior file"
     elif ref.get("scorer", {}).get("sha256") != file_sha256(scorer):
         reason = f"{ref_path.name} was made with another scoring flow"
+    elif not view:
+        reason = DENOISE_NOT_JUDGED
     elif view not in ref.get("views", {}):
-        reason = (f"no reference for {view or f'denoising at sigma_y {sigma_model:.3g} (model units)'} in "
-                  f"{ref_path.name} (it has: {', '.join(ref.get('views', {})) or 'none'})")
+        reason = f"no reference for {view} in {ref_path.name} (it has: {', '.join(ref.get('views', {})) or 'none'})"
     if reason is None:
         entry = ref["views"][view]
         record |= {"threshold": float(entry["threshold"]), "ok": bool(record["score"] <= entry["threshold"]),
@@ -337,7 +333,7 @@ def _number(x: float) -> str:
     return f"{x:.1f}" if abs(x) >= 1 or x == 0 else f"{x:.2g}"
 
 
-def judge_run(image, missing, settings, prior_path, kind: str | None, sigma_y_model: float, misfit: float | None,
+def judge_run(image, missing, settings, prior_path, kind: str | None, misfit: float | None,
               misfit_q99: float | None) -> dict:
     """`Result.settings["in_distribution"]` of a run: the flow score when the prior has one, else the misfit rule.
 
@@ -351,11 +347,8 @@ def judge_run(image, missing, settings, prior_path, kind: str | None, sigma_y_mo
     if kind is None:
         return in_distribution(None, None)
     given = None if settings.calibration in (None, "none") else reference_path(Path(settings.calibration).expanduser())
-    imap = (IntensityMap.from_window(*settings.window) if settings.window
-            else IntensityMap.from_percentiles(image, mask=missing))
     record = screen(image, prior_path, method=settings.method, task=settings.task, factor=settings.factor,
                     mask=missing, window=settings.window, fit=settings.fit,
-                    sigma_y=imap.sigma_to_input(sigma_y_model),
                     reference=given if given is not None and given.is_file() else None)
     if record.get("score_kind") is None:
         fallback = in_distribution(misfit, misfit_q99)
@@ -373,8 +366,7 @@ def calibration_reference(images, prior_path, task: str, factor: int, bins, out,
         return None
     flow = _load_flow(Path(prior_path))
     views = ["image"] + ([f"sr{int(factor)}"] if task == "superres" else [f"inpaint {b}" for b in bins]
-                         if task == "inpaint" else [f"denoise {s:g}" for s in NOISE_LEVELS] if task == "denoise"
-                         else [])
+                         if task == "inpaint" else [])
     slices = np.stack([np.asarray(x, np.float64) for x in images])
     scored = {v: reference_scores(flow, slices, v) for v in views}
     path = reference_path(out)

@@ -140,7 +140,7 @@ def reconstruct(
             mean, std, len(samples_in), missing, key=key, level=settings.interval,
             sigma_y=imap.sigma_to_input(sigma_y), value_range=imap.width, calibration=calibration,
             source=calibration_source, prior_sha256=prior_sha, partial=bool(estimate.partial))
-    settings_out["in_distribution"] = judge_run(image, missing, settings, prior_path, kind, sigma_y, misfit,
+    settings_out["in_distribution"] = judge_run(image, missing, settings, prior_path, kind, misfit,
                                                 settings_out["interval"].get("misfit_q99"))
     if settings.self_check and std is not None:
         settings_out["interval"]["self_check"] = _self_check(image, missing, settings, imap.sigma_to_input(sigma_y),
