@@ -5,7 +5,7 @@
 Reference slices: the CORONAL and SAGITTAL planes of the two training heads (tools/brain_t1_data.py),
 the planes the shipped calibration uses (tools/calibrate_builtin.py), every `--step`-th usable slice
 (the calibration CLI's rule: at least 25 % tissue). Every view (the slice, SR ×2-×16 measurements,
-inpainting with the calibration masks of each missing-fraction bin; denoising is not judged)
+inpainting with the calibration masks of each missing-fraction bin, denoising at each noise level)
 is scored by the built-in flow, and the 99th percentile per view becomes its threshold. All three
 built-in priors were trained on the same axial slices, so they share the flow as scorer and these
 thresholds. Cheap (about two minutes on one core): it re-runs no reconstruction. `--check` only
@@ -31,9 +31,11 @@ PLANES = ("coronal", "sagittal")
 def views(resolution: int) -> list[str]:
     """Every view a run of a built-in prior can be judged by."""
     from napari_brgm.engine.calibration import MISSING_FRACTION_BINS
+    from napari_brgm.engine.ood import NOISE_LEVELS
 
     factors = [f for f in (2, 4, 8, 16) if resolution % f == 0]
-    return ["image", *(f"sr{f}" for f in factors), *(f"inpaint {b}" for b in MISSING_FRACTION_BINS)]
+    return ["image", *(f"sr{f}" for f in factors), *(f"inpaint {b}" for b in MISSING_FRACTION_BINS),
+            *(f"denoise {s:g}" for s in NOISE_LEVELS)]
 
 
 def reference_slices(volumes, resolution: int, step: int) -> tuple[np.ndarray, list[str]]:

@@ -47,6 +47,15 @@ def test_the_chest_xray_is_flagged_and_a_training_head_is_not(xray64, brain64, m
     assert brain["ok"] is True and brain["score"] < brain["threshold"] - 0.1
 
 
+def test_noisy_inputs_are_judged_after_smoothing_at_their_noise_level(xray64, brain64):
+    for image, ok in ((brain64, True), (xray64, False)):
+        lo, hi = np.percentile(image, [0.5, 99.5])
+        sigma = 0.025 * (hi - lo)  # 0.05 in model units
+        noisy = image + sigma * np.random.default_rng(1).standard_normal(image.shape)
+        record = ood.score_input(noisy, task="denoise", sigma_y=sigma)
+        assert record["view"] == "denoise 0.05" and record["ok"] is ok, record
+
+
 def test_masked_pixels_do_not_count(xray64, brain64):
     mask = simulation_mask(brain64.shape, "left")
     first = ood.score_input(np.where(mask, 0.0, brain64), task="inpaint", mask=mask)
@@ -74,9 +83,10 @@ def test_harmonic_fill_continues_a_linear_ramp_exactly():
 def test_views():
     assert ood.view_name("superres", 8) == "sr8"
     assert ood.view_name("inpaint", 1, 0.3) == "inpaint 25-50%" and ood.view_name("inpaint", 1, 0.0) == "image"
-    assert ood.view_name("denoise") == ""
+    assert ood.view_name("denoise", 1, 0.0, 0.06) == "denoise 0.05" and ood.view_name("denoise", 1, 0.0, 1.0) == ""
     shipped = ood.load_reference(ood.reference_path(builtin_priors()["brain-t1-64"]))["views"]
-    assert {"image", "sr2", "sr4", "sr8", "sr16", "inpaint <=25%", "inpaint 25-50%", "inpaint >50%"} == set(shipped)
+    assert {"image", "sr2", "sr4", "sr8", "sr16", "inpaint <=25%", "inpaint 25-50%", "inpaint >50%",
+            "denoise 0.02", "denoise 0.05", "denoise 0.1", "denoise 0.2"} == set(shipped)
 
 
 def test_no_reference_means_not_judged_with_a_reason(tmp_path, brain64):
@@ -94,8 +104,8 @@ def test_no_reference_means_not_judged_with_a_reason(tmp_path, brain64):
     record = ood.score_input(lr, flow, method="flow", task="superres", factor=4)
     assert record["ok"] is None and "no reference for sr4" in record["reason"]
     assert ood.score_input(lr, flow, method="flow", task="superres", factor=2)["ok"] is not None  # the other views
-    noisy = ood.score_input(brain64, method="map", task="denoise")
-    assert noisy["ok"] is None and noisy["reason"] == ood.DENOISE_NOT_JUDGED
+    loud = ood.score_input(brain64, method="map", task="denoise", sigma_y=np.ptp(brain64))
+    assert loud["ok"] is None and "no denoising reference near sigma_y" in loud["reason"]
 
 
 def test_a_run_records_the_flag_and_deep_image_prior_is_not_judged(xray64):

@@ -13,9 +13,9 @@ nearest-upsampled ×f (bicubic upsampling puts brain slices far outside the flow
 docs/evaluation.md); for inpainting the slice with the missing pixels (user mask and padding) set
 to the harmonic continuation of the observed ones, so values under the mask never count (a flow
 has no exact marginal of the observed pixels; the fill is the same for the coder, whose cheapness
-on the smooth fill mostly cancels); for denoising the noisy slice, judged against the calibration
-slices with the same noise level added (measured only: it does not separate, so denoising runs are
-not judged). Each view has its own threshold: the 99th percentile of
+on the smooth fill mostly cancels); for denoising the noisy slice smoothed by non-local means at σ_y
+(unsmoothed, the noise hides what the flow scores), judged against the calibration slices with the
+nearest of `NOISE_LEVELS` added and smoothed alike. Each view has its own threshold: the 99th percentile of
 the scores of the prior's calibration slices seen the same way, stored in `<prior>.ood.json`
 beside the prior (tools/ood_reference.py for the built-in priors, `napari-brgm calibrate` for a
 flow prior of your own). A flow prior scores itself; the built-in StyleGAN2 and diffusion priors
@@ -27,6 +27,7 @@ from __future__ import annotations
 import datetime
 import io
 import json
+import math
 import os
 import tempfile
 import time
@@ -46,8 +47,8 @@ QUANTILE = 0.99  # the threshold: this quantile of the calibration slices' score
 BINS = 256  # 8-bit: the flow's dequantisation bins and the coder's grey levels over [-1, 1]
 SEED = 0  # the fixed one-bin dequantisation noise
 CHUNK = 64  # images per flow pass
-DENOISE_NOT_JUDGED = ("denoising inputs are not judged: noise at sigma_y hides what the flow scores "
-                      "(measured at sigma_y 0.05: a noisy chest X-ray scores lower than noisy brain slices)")
+NOISE_LEVELS = (0.02, 0.05, 0.1, 0.2)  # σ_y (model units) of the denoising views references are made for
+NOISE_TOLERANCE = 1.5  # a run's σ_y uses the nearest level within this ratio, else it is not judged
 NOT_JUDGED = "none: the method has no trained prior"
 
 
@@ -57,12 +58,15 @@ def reference_path(prior_path) -> Path:
     return p.with_name(p.name.split(".")[0] + SUFFIX)
 
 
-def view_name(task: str, factor: int = 1, missing_fraction: float = 0.0) -> str:
-    """The reference a run is judged against: "image", "sr4", "inpaint 25-50%", or "" (denoising: not judged)."""
+def view_name(task: str, factor: int = 1, missing_fraction: float = 0.0, sigma_y_model: float | None = None) -> str:
+    """The reference a run is judged against: "image", "sr4", "inpaint 25-50%", "denoise 0.05", or "" (none)."""
     if task == "superres":
         return f"sr{int(factor)}"
     if task == "denoise":
-        return ""
+        if sigma_y_model is None or not sigma_y_model > 0:
+            return ""
+        level = min(NOISE_LEVELS, key=lambda s: abs(math.log(s / sigma_y_model)))
+        return f"denoise {level:g}" if abs(math.log(level / sigma_y_model)) <= math.log(NOISE_TOLERANCE) else ""
     if task == "inpaint" and missing_fraction > 0:
         return f"inpaint {missing_fraction_bin(missing_fraction)}"
     return "image"
@@ -86,6 +90,29 @@ def prepare(image, resolution: int, *, factor: int = 1, mask=None, window=None,
         block = np.ones((factor, factor))
         x, unseen = np.kron(x, block), np.kron(unseen, block).astype(bool)
     return x, unseen
+
+
+def seen(image, resolution: int, *, task: str = "inpaint", factor: int = 1, mask=None, window=None,
+         fit: str = "auto", sigma_y: float | None = None) -> np.ndarray:
+    """The [R, R] image the flow and the coder score: `prepare`d, unseen pixels filled (`harmonic_fill`); for
+    denoising then smoothed by non-local means at the run's σ_y (input units; None: the engine's default)."""
+    x = harmonic_fill(*prepare(image, resolution, factor=factor, mask=mask, window=window, fit=fit))
+    if task != "denoise":
+        return x
+    from napari_brgm.solvers.classical import nlm_denoise
+
+    return nlm_denoise(x, sigma_model(image, sigma_y, mask, window)).astype(np.float64)
+
+
+def sigma_model(image, sigma_y: float | None, mask=None, window=None) -> float:
+    """σ_y in model units, as the engine maps it (the default when None)."""
+    from napari_brgm.engine.reconstruction import DEFAULT_SIGMA_Y
+
+    if sigma_y is None:
+        return DEFAULT_SIGMA_Y
+    missing = None if mask is None else np.asarray(mask) != 0
+    imap = IntensityMap.from_window(*window) if window else IntensityMap.from_percentiles(image, mask=missing)
+    return float(imap.scale_sigma(sigma_y))
 
 
 def harmonic_fill(x: np.ndarray, unseen: np.ndarray) -> np.ndarray:
@@ -157,24 +184,25 @@ def scores(flow, images: np.ndarray) -> dict[str, np.ndarray]:
     return {"score": flow_bpd - coder, "flow_bpd": flow_bpd, "coder_bpd": coder}
 
 
-def view_images(slices: np.ndarray, view: str, seed: int = SEED) -> list[tuple[np.ndarray, np.ndarray | None, int]]:
-    """(input, mask or None, factor) runs of clean calibration slices [N, R, R] simulating `view` (for references)."""
+def view_images(slices: np.ndarray, view: str, seed: int = SEED) -> list[dict]:
+    """`seen` keyword arguments simulating `view` on clean slices [N, R, R] (model units), for references."""
     from napari_brgm.engine.calibrate import MASK_SHAPES, box_downsample, simulation_mask
 
     out = []
     for i, x in enumerate(np.asarray(slices, np.float64)):
         if view == "image":
-            out.append((x, None, 1))
+            out.append({"image": x})
         elif view.startswith("sr"):
             f = int(view[2:])
-            out.append((box_downsample(x, f), None, f))
+            out.append({"image": box_downsample(x, f), "task": "superres", "factor": f})
         elif view.startswith("inpaint "):
             for kind in MASK_SHAPES[view.split(" ", 1)[1]]:
                 m = simulation_mask(x.shape, kind)
-                out.append((np.where(m, 0.0, x), m, 1))
+                out.append({"image": np.where(m, 0.0, x), "mask": m})
         elif view.startswith("denoise "):
             sigma = float(view.split(" ", 1)[1])
-            out.append((x + sigma * np.random.default_rng(seed + i).standard_normal(x.shape), None, 1))
+            noisy = x + sigma * np.random.default_rng(seed + i).standard_normal(x.shape)
+            out.append({"image": noisy, "task": "denoise", "sigma_y": sigma})
         else:
             raise ValueError(f"unknown OOD view {view!r}")
     return out
@@ -182,9 +210,7 @@ def view_images(slices: np.ndarray, view: str, seed: int = SEED) -> list[tuple[n
 
 def reference_scores(flow, slices: np.ndarray, view: str) -> np.ndarray:
     """Scores of calibration slices [N, R, R] (model units, clean, the prior's size) seen as `view`."""
-    r = flow.img_resolution
-    filled = [harmonic_fill(*prepare(x, r, factor=f, mask=m)) for x, m, f in view_images(slices, view)]
-    return scores(flow, np.stack(filled))["score"]
+    return scores(flow, np.stack([seen(resolution=flow.img_resolution, **kw) for kw in view_images(slices, view)]))["score"]
 
 
 def threshold_of(values) -> float:
@@ -253,7 +279,7 @@ def score_input(image, prior=None, *, method: str = "map", task: str = "superres
     "view", "scorer", "reason", "seconds", ...}; ok None (with the reason) when it cannot be judged.
 
     Arguments as for `reconstruct` (image in its own units, mask NONZERO = MISSING, window
-    (centre, width); sigma_y is accepted and unused: denoising is not judged); `prior` None: the method's built-in prior;
+    (centre, width), sigma_y in input units); `prior` None: the method's built-in prior;
     `reference`: an OOD reference file instead of the one beside the prior. About 20-40 ms on a
     CPU once the flow is loaded (docs/engine.md).
     """
@@ -277,12 +303,12 @@ def score_input(image, prior=None, *, method: str = "map", task: str = "superres
     image = np.asarray(image, np.float64)
     missing = None if mask is None else np.asarray(mask) != 0
     factor = int(factor) if task == "superres" else 1
-    x, unseen = prepare(image, flow.img_resolution, factor=factor, mask=missing, window=window, fit=fit)
-    view = view_name(task, factor, 0.0 if missing is None else float(missing.mean()))
-    parts = scores(flow, harmonic_fill(x, unseen)[None])
+    view = view_name(task, factor, 0.0 if missing is None else float(missing.mean()),
+                     sigma_model(image, sigma_y, missing, window))
+    parts = scores(flow, seen(image, flow.img_resolution, task=task, factor=factor, mask=missing, window=window,
+                              fit=fit, sigma_y=sigma_y)[None])
     record |= {"score": float(parts["score"][0]), "flow_bpd": float(parts["flow_bpd"][0]),
-               "coder_bpd": float(parts["coder_bpd"][0]), "view": view, "scorer": scorer.name.split(".")[0],
-               "unseen_fraction": float(unseen.mean())}
+               "coder_bpd": float(parts["coder_bpd"][0]), "view": view, "scorer": scorer.name.split(".")[0]}
     reason = None
     if ref is None:
         reason = f"no OOD reference beside the prior ({ref_path.name}): make one with napari-brgm calibrate"
@@ -291,7 +317,8 @@ def score_input(image, prior=None, *, method: str = "map", task: str = "superres
     elif ref.get("scorer", {}).get("sha256") != file_sha256(scorer):
         reason = f"{ref_path.name} was made with another scoring flow"
     elif not view:
-        reason = DENOISE_NOT_JUDGED
+        reason = (f"no denoising reference near sigma_y {sigma_model(image, sigma_y, missing, window):.3g} "
+                  f"(model units; references at {', '.join(map(str, NOISE_LEVELS))})")
     elif view not in ref.get("views", {}):
         reason = f"no reference for {view} in {ref_path.name} (it has: {', '.join(ref.get('views', {})) or 'none'})"
     if reason is None:
@@ -348,7 +375,7 @@ def judge_run(image, missing, settings, prior_path, kind: str | None, misfit: fl
         return in_distribution(None, None)
     given = None if settings.calibration in (None, "none") else reference_path(Path(settings.calibration).expanduser())
     record = screen(image, prior_path, method=settings.method, task=settings.task, factor=settings.factor,
-                    mask=missing, window=settings.window, fit=settings.fit,
+                    mask=missing, window=settings.window, fit=settings.fit, sigma_y=settings.sigma_y,
                     reference=given if given is not None and given.is_file() else None)
     if record.get("score_kind") is None:
         fallback = in_distribution(misfit, misfit_q99)
@@ -366,7 +393,8 @@ def calibration_reference(images, prior_path, task: str, factor: int, bins, out,
         return None
     flow = _load_flow(Path(prior_path))
     views = ["image"] + ([f"sr{int(factor)}"] if task == "superres" else [f"inpaint {b}" for b in bins]
-                         if task == "inpaint" else [])
+                         if task == "inpaint" else [f"denoise {s:g}" for s in NOISE_LEVELS] if task == "denoise"
+                         else [])
     slices = np.stack([np.asarray(x, np.float64) for x in images])
     scored = {v: reference_scores(flow, slices, v) for v in views}
     path = reference_path(out)
