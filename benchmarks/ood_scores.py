@@ -50,7 +50,8 @@ VIEWS = ("image", "sr4", "sr8", "inpaint <=25%", "inpaint 25-50%", "inpaint >50%
 
 
 def brain_sets(data: Path) -> dict[str, np.ndarray]:
-    """Usable 64-px brain slices (model units) per set; the reference planes' odd half (the even half is the reference)."""
+    """Usable 64-px brain slices (model units) per set; of the reference planes the odd half (the even half is
+    tools/ood_reference.py's)."""
     from napari_brgm.cli.calibrate import MIN_FOREGROUND
     from napari_brgm.training.data import load_slices
 
@@ -150,7 +151,8 @@ def print_table(title: str, results: dict, reference_set: str, thresholds: dict[
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", type=Path, default=DATA, help="tools/brain_t1_data.py's folder (default runs/brain-t1-data)")
+    p.add_argument("--data", type=Path, default=DATA,
+                   help="tools/brain_t1_data.py's folder (default runs/brain-t1-data)")
     p.add_argument("--views", default=",".join(VIEWS), help=f"comma-separated (default {','.join(VIEWS)}; none: skip)")
     p.add_argument("--gan", type=int, default=0, help="slices per brain set for the StyleGAN2 MAP candidates (0: skip)")
     args = p.parse_args(argv)

@@ -128,6 +128,7 @@ def test_calibrating_a_flow_prior_writes_its_reference(tmp_path, brain64):
     calibrate(slices, prior=str(flow), method="flow", task="superres", factor=4, steps=2, samples=2, levels=(0.8,),
               out=out, flow_langevin_steps=2)
     ref = ood.load_reference(tmp_path / "my-flow.ood.json")
+    assert (tmp_path / "my-flow.ood.json").stat().st_mode & 0o044 == 0o044  # shared like the prior
     assert set(ref["views"]) == {"image", "sr4"} and ref["views"]["sr4"]["n"] == 5 and ref["scorer"]["name"] == "self"
     record = ood.score_input(box_downsample(brain64, 4), flow, method="flow", task="superres", factor=4)
     assert record["threshold"] == ref["views"]["sr4"]["threshold"] and record["ok"] is not None

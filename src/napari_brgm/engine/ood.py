@@ -31,6 +31,7 @@ import math
 import os
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -162,9 +163,26 @@ def coder_bits_per_dim(x: np.ndarray) -> float:
     return 8 * len(buffer.getvalue()) / x.size
 
 
+@contextmanager
+def _one_thread():
+    """Torch on one thread meanwhile: a 64-px flow pass gains nothing from more, and on a busy 2-core machine
+    OpenMP oversubscription made it 50x slower (3 s instead of 20-60 ms, measured)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 @torch.no_grad()
 def flow_bits_per_dim(flow, images: np.ndarray, seed: int = SEED) -> np.ndarray:
-    """Exact bits/dim [N] of images [N, R, R] (model units) under the flow, with a fixed one-bin dequantisation noise."""
+    """Exact bits/dim [N] of images [N, R, R] (model units) under the flow, with one fixed dequantisation noise."""
+    with _one_thread():
+        return _flow_bits_per_dim(flow, images, seed)
+
+
+def _flow_bits_per_dim(flow, images: np.ndarray, seed: int) -> np.ndarray:
     from napari_brgm.priors.glow import bits_per_dim
 
     device = next(flow.parameters()).device
@@ -210,7 +228,8 @@ def view_images(slices: np.ndarray, view: str, seed: int = SEED) -> list[dict]:
 
 def reference_scores(flow, slices: np.ndarray, view: str) -> np.ndarray:
     """Scores of calibration slices [N, R, R] (model units, clean, the prior's size) seen as `view`."""
-    return scores(flow, np.stack([seen(resolution=flow.img_resolution, **kw) for kw in view_images(slices, view)]))["score"]
+    images = [seen(resolution=flow.img_resolution, **kw) for kw in view_images(slices, view)]
+    return scores(flow, np.stack(images))["score"]
 
 
 def threshold_of(values) -> float:
@@ -230,7 +249,7 @@ def make_reference(prior_path, scorer_path, views: dict[str, np.ndarray], *, sco
                                              "sha256": file_sha256(scorer_path)},
             "data_kind": data_kind, "sources": list(sources), "created": datetime.date.today().isoformat(),
             "version": __version__,
-            "views": {v: {"threshold": threshold_of(s), "n": int(len(s)), "median": float(np.median(s)),
+            "views": {v: {"threshold": threshold_of(s), "n": len(s), "median": float(np.median(s)),
                           "max": float(np.max(s))} for v, s in views.items()}}
 
 
@@ -241,10 +260,16 @@ def save_reference(path, reference: dict, merge: bool = True) -> None:
         old = load_reference(path)
         if old.get("prior_sha256") == reference["prior_sha256"] and old.get("scorer") == reference["scorer"]:
             reference = {**reference, "views": {**old.get("views", {}), **reference["views"]}}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(reference, f, indent=1)
-    os.replace(tmp, path)
+    text = json.dumps(reference, indent=1, allow_nan=False, ensure_ascii=False)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; the reference is shared like the prior
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def load_reference(path) -> dict:
@@ -267,8 +292,9 @@ def scorer_of(prior_path, kind: str, reference: dict | None) -> Path | None:
 
 
 def _load_flow(path: Path):
-    from napari_brgm.engine.reconstruction import _load
+    """The flow, from the engine's cache of loaded priors (on the CPU: one small pass)."""
     from napari_brgm.engine.devices import resolve_device
+    from napari_brgm.engine.reconstruction import _load
 
     return _load(str(path), "flow", resolve_device("cpu"))
 
@@ -280,8 +306,8 @@ def score_input(image, prior=None, *, method: str = "map", task: str = "superres
 
     Arguments as for `reconstruct` (image in its own units, mask NONZERO = MISSING, window
     (centre, width), sigma_y in input units); `prior` None: the method's built-in prior;
-    `reference`: an OOD reference file instead of the one beside the prior. About 20-40 ms on a
-    CPU once the flow is loaded (docs/engine.md).
+    `reference`: an OOD reference file instead of the one beside the prior. 20-120 ms on one CPU
+    core once the flow is loaded (docs/engine.md).
     """
     from napari_brgm.engine.methods import PRIOR_KINDS
     from napari_brgm.engine.reconstruction import _resolve_prior

@@ -251,7 +251,7 @@ def ood_warning(label: str, record: dict | None, partial: bool = False) -> str |
 
 
 def screen_request(request: Request) -> dict:
-    """The pre-run out-of-distribution record of a request (`engine.ood.screen`, about 20-40 ms)."""
+    """The pre-run out-of-distribution record of a request (`engine.ood.screen`; 20-120 ms, the first call more)."""
     from napari_brgm.engine.ood import screen
 
     o = request.options
