@@ -6,11 +6,12 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-# Qt 6 xcb + Mesa under Xvfb (as measured on Debian 12), and mricron-data (Colin27, the brain sample's source).
+# Qt 6 xcb + Mesa under Xvfb (as measured on Debian 12), mricron-data (Colin27, the brain sample's source),
+# and dicom3tools: dciodvfy/dcentvfy validate the DICOM output in tests.
 APT_PACKAGES := xvfb xauth libgl1 libegl1 libglx-mesa0 libgl1-mesa-dri libegl-mesa0 \
 	libxkbcommon-x11-0 libxcb-cursor0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0 \
 	libxcb-render-util0 libxcb-shape0 libxcb-xfixes0 libxcb-xkb1 libxcb-xinerama0 libfontconfig1 \
-	libdbus-1-3 libglib2.0-0 mricron-data
+	libdbus-1-3 libglib2.0-0 mricron-data dicom3tools
 
 .PHONY: demo test system venv
 

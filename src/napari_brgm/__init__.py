@@ -11,7 +11,9 @@ _LAZY = {
     "CheckpointError": "napari_brgm.priors",
     "Generator": "napari_brgm.priors",
     "reconstruct": "napari_brgm.engine",
+    "reconstruct_volume": "napari_brgm.engine",
     "Result": "napari_brgm.engine",
+    "VolumeResult": "napari_brgm.engine",
     "ReadError": "napari_brgm.io",
 }
 

@@ -146,6 +146,83 @@ def test_a_method_option_reaches_the_run_and_one_of_another_method_is_refused(tm
     assert "Traceback" not in err and not (tmp_path / "map").exists()
 
 
+def test_slices_all_writes_a_volume_on_the_input_grid_and_a_rerun_resumes(small_brain, tmp_path, tiny_fixture_dir,
+                                                                         capsys, one_thread):
+    path, vol = small_brain
+    out = tmp_path / "vol"
+    args = ["reconstruct", str(path), "--task", "superres", "--factor", "4", "--prior",
+            str(tiny_fixture_dir / "network-snapshot.pkl"), "--method", "map", "--steps", "4", "--slices", "all",
+            "--device", "cpu", "--out", str(out)]
+    assert main(args) == 0
+    mean, source = nib.load(out / "mean.nii.gz"), nib.load(path)
+    assert mean.shape == (88, 108, 3) and np.isfinite(mean.get_fdata()).all()
+    # low-res voxel (0, 0, z) is the mean of the 4×4 high-res voxels over it, in world mm
+    for z in range(3):
+        hr = np.mean([mean.affine @ [i, j, z, 1] for i in range(4) for j in range(4)], axis=0)
+        np.testing.assert_allclose(hr, source.affine @ [0, 0, z, 1], atol=1e-4)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["done"] == [0, 1, 2] and summary["partial"] is False
+    (out / "slices" / "z0001.json").unlink()  # as if the run had stopped before slice 1 was recorded
+    before = nib.load(out / "mean.nii.gz").get_fdata()
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "2 of 3 slices already done" in capsys.readouterr().out
+    after = nib.load(out / "mean.nii.gz").get_fdata()
+    np.testing.assert_array_equal(after[..., [0, 2]], before[..., [0, 2]])  # read back, not recomputed
+    np.testing.assert_allclose(after[..., 1], before[..., 1], atol=1e-4 * np.ptp(before))  # alone, not batched
+    assert main(args[:-6] + ["--steps", "5", "--slices", "all", "--device", "cpu", "--out", str(out)]) == 2
+    assert "other parameters (steps)" in capsys.readouterr().err
+
+
+def test_slices_range_along_y_and_errors_before_work(small_brain, tmp_path, tiny_fixture_dir, capsys, one_thread):
+    path, vol = small_brain
+    prior = str(tiny_fixture_dir / "network-snapshot.pkl")
+    base = ["reconstruct", str(path), "--prior", prior, "--method", "map", "--steps", "3", "--device", "cpu"]
+    mask = np.zeros(vol.shape, np.uint8)
+    mask[0, 5:15, 5:15] = 1  # slice 2's mask is empty: copied through
+    mask_path = save_nifti(tmp_path / "mask.nii.gz", mask, load_image(path).affine)
+    out = tmp_path / "inp"
+    assert main(base + ["--task", "inpaint", "--mask", str(mask_path), "--slices", "0:3:", "--out", str(out)]) == 2
+    assert "slices '0:3:'" in capsys.readouterr().err
+    assert main(base + ["--task", "inpaint", "--mask", str(mask_path), "--slices", "1:9", "--out", str(out)]) == 2
+    assert "outside the volume" in capsys.readouterr().err and not out.exists()
+    assert main(base + ["--task", "inpaint", "--mask", str(mask_path), "--slices", "0:", "--out", str(out)]) == 0
+    consistent = load_image(out / "consistent.nii.gz").data
+    np.testing.assert_array_equal(consistent[1:], vol[1:])  # slices with empty masks come back unchanged
+    assert json.loads((out / "summary.json").read_text())["copied"] == {"1": "empty mask: nothing to inpaint",
+                                                                         "2": "empty mask: nothing to inpaint"}
+    assert main(base + ["--task", "denoise", "--slices", "0:2", "--axis", "x", "--out", str(tmp_path / "x")]) == 0
+    assert load_image(tmp_path / "x" / "mean.nii.gz").data.shape == (3, 27, 2)
+
+
+def test_a_dicom_series_comes_back_as_a_derived_dicom_series_of_its_study(tmp_path, tiny_fixture_dir, one_thread):
+    import pydicom
+
+    from tests.io.conftest import make_mr_series
+
+    folder = make_mr_series(tmp_path / "mr")
+    out = tmp_path / "out"
+    args = ["reconstruct", str(folder), "--task", "denoise", "--prior", str(tiny_fixture_dir / "network-snapshot.pkl"),
+            "--method", "vi", "--steps", "3", "--samples", "3", "--mc-samples", "2", "--slices", "all",
+            "--device", "cpu", "--out", str(out)]
+    assert main(args) == 0
+    assert not (out / "mean.nii.gz").exists()  # DICOM in: DICOM out by default
+    source, mean = load_image(folder), load_image(out / "dicom" / "mean")
+    assert mean.data.shape == source.data.shape == (3, 64, 64)
+    np.testing.assert_allclose(mean.affine, source.affine, atol=1e-4)  # it overlays the input
+    stored = np.load(out / "slices" / "z0001.npz")["mean"]
+    assert np.abs(mean.data[1] - stored).max() <= 0.5 + 1e-3  # MR: stored rounded in the source's units
+    src = pydicom.dcmread(sorted(folder.iterdir())[0])
+    files = sorted((out / "dicom" / "mean").iterdir())
+    ds = pydicom.dcmread(files[0])
+    assert ds.StudyInstanceUID == src.StudyInstanceUID and ds.SeriesInstanceUID != src.SeriesInstanceUID
+    assert list(ds.ImageType[:2]) == ["DERIVED", "SECONDARY"] and "vi" in ds.DerivationDescription.lower()
+    std = sorted((out / "dicom" / "std").iterdir())
+    assert len(files) == len(std) == 3 and (out / "dicom" / "std_pm").is_dir()
+    assert main(args + ["--format", "both"]) == 2  # the series exist: refused, not overwritten
+    assert main(args + ["--format", "both", "--overwrite"]) == 0 and (out / "mean.nii.gz").exists()
+
+
 def test_a_chest_xray_with_the_brain_prior_is_warned_about_once_before_the_run(tmp_path, capsys):
     from napari_brgm.engine.geometry import area_matrix
     from napari_brgm.io.samples import sample_path

@@ -103,3 +103,20 @@ def series_volume(brain_nifti) -> np.ndarray:
 def series_affine(brain_nifti) -> np.ndarray:
     """NIfTI affine of `series_volume`."""
     return brain_nifti.slicer[:, :, 10:22].affine
+
+
+def make_mr_series(folder: Path, n: int = 3) -> Path:
+    """n MR_small slices 0.8 mm apart (shifted ImagePositionPatient), values differing per slice, in `folder`."""
+    folder.mkdir(parents=True)
+    series = generate_uid()
+    for k in range(n):
+        ds = pydicom.dcmread(pydicom_file("MR_small.dcm"))
+        ds.SeriesInstanceUID = series
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.InstanceNumber = n - k
+        position = [float(v) for v in ds.ImagePositionPatient]
+        ds.ImagePositionPatient = [position[0], position[1], position[2] + 0.8 * k]
+        ds.SliceLocation = 0.8 * k
+        ds.PixelData = (ds.pixel_array.astype(np.int16) + 100 * k).tobytes()
+        ds.save_as(folder / f"slice{k}.dcm")
+    return folder

@@ -46,6 +46,7 @@ def test_rg1_metadata_is_json_and_patient_free(rg1_path):
     assert image.metadata["dicom"]["view_position"] == "PA"
     assert image.metadata["dicom"]["body_part_examined"] == "CHEST"
     assert image.metadata["dicom"]["bits_stored"] == 15
+    assert image.metadata["dicom"]["files"] == [str(rg1_path)]  # where a DICOM writer finds the source dataset
 
 
 def test_ct_slice_rescale_spacing_and_geometry():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -29,6 +30,14 @@ def test_series_is_sorted_by_position_with_the_source_geometry(series_folder, br
     assert image.modality == "MR"
     assert image.metadata["dicom"]["series_description"] == "T1 axial test series"
     assert "Test^Series" not in str(image.metadata) and "SERIES-TEST-ID" not in str(image.metadata)
+
+
+def test_series_records_its_files_in_slice_order(series_folder):
+    image = load_image(series_folder)
+    files = image.metadata["dicom"]["files"]
+    assert sorted(files) == sorted(str(p) for p in series_folder.iterdir())
+    z = [float(pydicom.dcmread(f, stop_before_pixels=True).ImagePositionPatient[2]) for f in files]
+    assert z == sorted(z) and json.loads(json.dumps(image.metadata)) == image.metadata
 
 
 def test_series_order_ignores_instance_numbers(series_folder):

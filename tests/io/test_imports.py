@@ -17,3 +17,15 @@ def test_io_imports_neither_torch_nor_qt():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_highdicom_loads_only_with_the_dicom_output():
+    code = (
+        "import sys\n"
+        + "".join(f"import {m}\n" for m in MODULES)
+        + "before = 'highdicom' in sys.modules\n"
+        + "import napari_brgm.io.dicom_out\n"
+        + "print(before, 'highdicom' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "True"]

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from napari.components import ViewerModel
 from napari.layers import Image
-from napari.utils.notifications import notification_manager
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QFileDialog
 
@@ -16,28 +15,6 @@ from napari_brgm.widgets import reconstruction
 from napari_brgm.widgets.reconstruction import LOAD_CHECKPOINT, ReconstructionWidget
 
 RUN_TIMEOUT_MS = 120_000  # generous: a shared 2-core machine; the tiny runs take a few seconds
-
-
-@pytest.fixture
-def tiny_prior(tiny_fixture_dir, monkeypatch) -> str:
-    """The file dialog answers with the tiny network pickle."""
-    path = str(tiny_fixture_dir / "network-snapshot.pkl")
-    monkeypatch.setattr(QFileDialog, "getOpenFileName", staticmethod(lambda *args, **kwargs: (path, "")))
-    return path
-
-
-@pytest.fixture
-def notes():
-    """Messages of the napari notifications raised during the test."""
-    seen: list[str] = []
-
-    def record(event):
-        notification = getattr(event, "value", event)
-        seen.append(f"{notification.severity}: {notification.message}")
-
-    notification_manager.notification_ready.connect(record)
-    yield seen
-    notification_manager.notification_ready.disconnect(record)
 
 
 def choose_checkpoint(widget: ReconstructionWidget) -> None:

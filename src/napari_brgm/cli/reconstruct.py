@@ -1,11 +1,12 @@
-"""`napari-brgm reconstruct`: super-resolution, inpainting or denoising of one slice from the terminal.
+"""`napari-brgm reconstruct`: super-resolution, inpainting or denoising of a slice or a volume from the terminal.
 
 Writes into --out: mean.nii.gz, std.nii.gz and lower/upper.nii.gz (the central interval; methods
-with samples), samples.nii.gz (4-D: one volume per sample),
-consistent.nii.gz (inpainting), panel.png (input, mean, std heatmap, a few samples) and
-summary.json (settings, timings, final losses). NIfTI outputs keep the input's geometry (a
-super-resolved slice sits on a grid `factor`× finer over the same field of view). Ctrl-C stops
-the optimisation and still writes the partial result.
+with samples), samples.nii.gz (one slice: 4-D, one volume per sample), consistent.nii.gz
+(inpainting), panel.png (input, mean, std heatmap, a few samples) and summary.json (settings,
+timings, final losses). NIfTI outputs keep the input's geometry (a super-resolved slice sits on
+a grid `factor`× finer over the same field of view). With --slices (all, K or A:B along --axis)
+every slice is written to --out/slices/ as it finishes; Ctrl-C stops, writes the volumes of what
+is done (unfinished slices NaN), and a rerun with the same --out continues where it stopped.
 """
 
 from __future__ import annotations
@@ -82,7 +83,19 @@ def register(sub) -> None:
     p.add_argument("--samples", type=int, default=16,
                    help="samples for the std: VI/flow posterior samples, reddiff seeds, dip iterates")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--slice", type=int, dest="slice_index", help="axial slice of a volume (default: the middle)")
+    p.add_argument("--slice", type=int, dest="slice_index", help="one axial slice of a volume (default: the middle)")
+    p.add_argument("--slices", help="volumes: reconstruct slices all, K or A:B (B excluded) along --axis and write "
+                   "them as a volume (resumable)")
+    p.add_argument("--axis", choices=("z", "y", "x"), default="z",
+                   help="with --slices: the axis the slices are perpendicular to (default z, the stored slices)")
+    p.add_argument("--overwrite", action="store_true", help="replace a run in --out made with other parameters "
+                   "(--slices) and existing DICOM series instead of refusing")
+    p.add_argument("--format", choices=("nifti", "dicom", "both"), dest="out_format",
+                   help="outputs as NIfTI, as DICOM derived series (--out/dicom/<kind>/) or both (default: DICOM "
+                   "for DICOM input, else NIfTI)")
+    p.add_argument("--dicom-uncertainty", choices=("auto", "image", "pm", "both", "none"), default="auto",
+                   help="how DICOM output stores the std: a derived image, a float Parametric Map, both, none "
+                   "(auto: both for MR/CT, image otherwise)")
     p.add_argument("--sigma-y", type=float, help="measurement noise std in input units (default: 2.5%% of range)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--interval", type=float, choices=(0.8, 0.9, 0.95), default=0.9,
@@ -133,77 +146,118 @@ def run(args) -> int:
 
     try:
         return _run(args)
-    except (ReadError, CheckpointError, OptionError, ValueError, FileNotFoundError) as exc:
+    except (ReadError, CheckpointError, OptionError, ValueError, FileNotFoundError, FileExistsError) as exc:
         print(f"napari-brgm reconstruct: {exc}", file=sys.stderr)
         return 2
 
 
-def _run(args) -> int:
+def _progress_bars(volume: bool = False):
+    """(progress callback, close): a bar per stage's steps, and one over the slices for a volume run."""
+    from tqdm import tqdm
+
+    bars: dict[str, tqdm] = {}
+
+    def progress(p):
+        if volume:
+            outer = bars.get("slices")
+            if outer is None:
+                outer = bars["slices"] = tqdm(total=p.slices_total, desc="SLICES", unit="slice", position=0)
+            outer.update(p.slices_done - outer.n)
+            flight = p.slices_in_flight
+            outer.set_postfix_str(f"z{flight[0]}" + (f"-{flight[-1]}" if len(flight) > 1 else ""), refresh=False)
+        key = f"{p.stage}:{p.slices_in_flight}"
+        bar = bars.get(key)
+        if bar is None:
+            for name in [n for n in bars if n != "slices"]:
+                bars.pop(name).close()
+            bar = bars[key] = tqdm(total=p.total, desc=p.stage.upper(), unit="step", leave=not volume,
+                                   position=1 if volume else 0)
+        bar.update(p.step - bar.n)
+        if p.loss == p.loss:  # the Laplace stage reports no loss (NaN)
+            bar.set_postfix(loss=f"{p.loss:.4g}", refresh=False)
+
+    def close(done: int | None = None):
+        if done is not None and "slices" in bars:
+            bars["slices"].update(done - bars["slices"].n)
+        for bar in bars.values():
+            bar.close()
+
+    return progress, close
+
+
+def _interrupt_flag():
+    """(should_stop, restore): Ctrl-C sets the flag instead of raising, so the run ends cleanly."""
     import signal
 
+    state = {"stop": False}
+
+    def on_sigint(*_):
+        state["stop"] = True
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    return (lambda: state["stop"]), (lambda: signal.signal(signal.SIGINT, previous))
+
+
+def _engine_options(args) -> dict:
+    """The keyword options `reconstruct` / `reconstruct_volume` take from the command line."""
+    return dict(task=args.task, factor=args.factor, prior=args.prior, method=args.method, steps=args.steps,
+                samples=args.samples, seed=args.seed, device=args.device, sigma_y=args.sigma_y,
+                back_project=args.back_project, bp_eta=args.bp_eta, interval=args.interval,
+                calibration=args.calibration, self_check=args.self_check,
+                **{name: getattr(args, name) for name in OPTIONS if hasattr(args, name)})
+
+
+def _run(args) -> int:
+    from napari_brgm.io import load_image
+
+    if args.slices is not None and args.slice_index is not None:
+        raise ValueError("give --slice K (one slice) or --slices (a volume), not both")
+    image = load_image(args.input)
+    if args.slices is not None:
+        return _run_volume(args, image)
+    return _run_slice(args, image)
+
+
+def _run_slice(args, image) -> int:
     import numpy as np
-    from tqdm import tqdm
 
     from napari_brgm.cli.panel import write_panel
     from napari_brgm.engine import reconstruct
-    from napari_brgm.engine.ood import screen, warning_text
-    from napari_brgm.io import load_image, save_nifti
+    from napari_brgm.engine.ood import screen
+    from napari_brgm.io import save_nifti
 
-    image = load_image(args.input)
     geometry = _slice_of(image, args.slice_index)
     data = geometry.data[0]
     mask = _mask_of(args.mask, data.shape, args.slice_index) if args.mask else None
     if args.task == "inpaint" and mask is None:
         raise ValueError("--task inpaint needs --mask MASK (nonzero = missing)")
 
-    interrupted = False
-
-    def on_sigint(*_):
-        nonlocal interrupted
-        interrupted = True
-
-    bars: dict[str, tqdm] = {}
-
-    def progress(p):
-        bar = bars.get(p.stage)
-        if bar is None:
-            for old in bars.values():
-                old.close()
-            bar = bars[p.stage] = tqdm(total=p.total, desc=p.stage.upper(), unit="step", leave=True)
-        bar.update(p.step - bar.n)
-        bar.set_postfix(loss=f"{p.loss:.4g}", refresh=False)
-
     pre = screen(data, args.prior, method=args.method, task=args.task, factor=args.factor, mask=mask,
                  sigma_y=args.sigma_y)  # the out-of-distribution flag, before the run
-    if pre["ok"] is False:
-        print(f"warning: {warning_text(pre)}: the result may be confident nonsense", file=sys.stderr)
-    previous = signal.signal(signal.SIGINT, on_sigint)
+    _warn_ood(pre)
+    progress, close = _progress_bars()
+    should_stop, restore = _interrupt_flag()
     try:
-        result = reconstruct(data, task=args.task, factor=args.factor, mask=mask, prior=args.prior,
-                             method=args.method, steps=args.steps, samples=args.samples, seed=args.seed,
-                             device=args.device, progress=progress, should_stop=lambda: interrupted,
-                             sigma_y=args.sigma_y, back_project=args.back_project, bp_eta=args.bp_eta,
-                             interval=args.interval, calibration=args.calibration, self_check=args.self_check,
-                             **{name: getattr(args, name) for name in OPTIONS if hasattr(args, name)})
+        result = reconstruct(data, mask=mask, progress=progress, should_stop=should_stop, **_engine_options(args))
     finally:
-        signal.signal(signal.SIGINT, previous)
-        for bar in bars.values():
-            bar.close()
+        restore()
+        close()
 
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     factor = result.settings["factor"]
     grid = geometry.resampled(result.mean[None], factor) if factor > 1 else geometry
-    written = [save_nifti(out / "mean.nii.gz", result.mean[None], grid)]
-    if result.std is not None:
-        written.append(save_nifti(out / "std.nii.gz", result.std[None], grid))
-    written.append(save_nifti(out / "samples.nii.gz", result.samples[:, None], grid))
-    if result.lower is not None:
-        written.append(save_nifti(out / "lower.nii.gz", result.lower[None], grid))
-        written.append(save_nifti(out / "upper.nii.gz", result.upper[None], grid))
-    if result.consistent is not None:
-        written.append(save_nifti(out / "consistent.nii.gz", result.consistent[None], grid))
+    formats = _formats(args, image)
+    written = []
+    if "nifti" in formats:
+        outputs = {"mean": result.mean, "std": result.std, "lower": result.lower, "upper": result.upper,
+                   "consistent": result.consistent}
+        written = [save_nifti(out / f"{name}.nii.gz", a[None], grid) for name, a in outputs.items() if a is not None]
+        written.append(save_nifti(out / "samples.nii.gz", result.samples[:, None], grid))
     written.append(write_panel(out / "panel.png", data, result, mask))
+    if "dicom" in formats:
+        outputs = {name: getattr(result, name)[None] for name in DICOM_KINDS if getattr(result, name) is not None}
+        written += _write_dicom(args, image, outputs, 0, [geometry.metadata["slice_of"]["index"]], result.settings)
     summary = {
         "input": str(args.input),
         "slice": geometry.metadata["slice_of"]["index"],
@@ -222,7 +276,128 @@ def _run(args) -> int:
     if check and check["coverage"] is not None:
         print(f"self-check: {check['coverage']:.0%} of {check['pixels']} hidden observed pixels inside the interval"
               + ("" if check["ok"] else " — below 80 %: the intervals look too narrow for this image"))
-    ood = result.settings["in_distribution"]
-    if ood["ok"] is False and pre["ok"] is not False:
-        print(f"warning: {warning_text(ood)}: the result may be confident nonsense", file=sys.stderr)
+    if pre["ok"] is not False:  # not said twice
+        _warn_ood(result.settings["in_distribution"])
     return 0
+
+
+DICOM_KINDS = ("mean", "consistent", "std", "lower", "upper")
+
+
+def _formats(args, image) -> set[str]:
+    """The output formats: as asked, else DICOM for a DICOM input and NIfTI for the others."""
+    fmt = args.out_format or ("dicom" if image.metadata.get("format", "").startswith("dicom") else "nifti")
+    return {"nifti", "dicom"} if fmt == "both" else {fmt}
+
+
+def _write_dicom(args, image, arrays: dict, axis: int, slices: list[int], settings: dict) -> list[Path]:
+    """The outputs (planes first, input units) as DICOM derived series in --out/dicom/<kind>/; their folders."""
+    from napari_brgm.io.dicom_out import describe_run, write_dicom
+    from napari_brgm.io.slice_store import params_hash
+
+    outputs = {name: arrays[name] for name in DICOM_KINDS if name in arrays}
+    factor = args.factor if args.task == "superres" else 1
+    description = describe_run(settings) | {"factor": factor}
+    run_id = params_hash({"input": str(Path(args.input).resolve()), "axis": axis, "slices": slices,
+                          "settings": {k: v for k, v in settings.items() if k not in ("timings", "device_used")}})
+    written = write_dicom(args.out / "dicom", image, outputs, factor=factor, axis=axis, slices=slices,
+                          description=description, run_id=run_id, uncertainty=args.dicom_uncertainty,
+                          overwrite=args.overwrite)
+    return [args.out / "dicom" / kind for kind in written]
+
+
+def _warn_ood(ood: dict) -> None:
+    from napari_brgm.engine.ood import warning_text
+
+    text = warning_text(ood)
+    if text is not None:
+        print(f"warning: {text}: the result may be confident nonsense", file=sys.stderr)
+
+
+def _volume_mask(path: Path | None):
+    """An inpainting mask for a volume run: the volume's shape, or one slice's (used for every slice)."""
+    if path is None:
+        return None
+    from napari_brgm.io import load_image
+
+    return load_image(path).data
+
+
+def _run_volume(args, image) -> int:
+    import numpy as np
+
+    from napari_brgm.engine.volume import AXES, parse_slices, reconstruct_volume
+    from napari_brgm.io import save_nifti
+    from napari_brgm.io.slice_store import KINDS, SliceStore
+
+    volume = image.data if image.data.ndim == 3 else image.data[None]
+    if image.data.ndim == 2:
+        image = replace(image, data=volume, metadata={**image.metadata, "shape": list(volume.shape)})
+    axis = AXES[args.axis]
+    chosen = parse_slices(args.slices, volume.shape[axis])
+    mask = _volume_mask(args.mask)
+    if args.task == "inpaint" and mask is None:
+        raise ValueError("--task inpaint needs --mask MASK (nonzero = missing)")
+    options = _engine_options(args)
+    params = {"input": str(Path(args.input).resolve()), "axis": args.axis, "mask": None if args.mask is None
+              else str(Path(args.mask).resolve())} | {k: v for k, v in options.items() if k != "self_check"}
+    store = SliceStore(args.out / "slices", params, overwrite=args.overwrite)
+    before = [k for k in store.done() if k in chosen]
+    todo = [k for k in chosen if k not in before]
+    if before:
+        print(f"{args.out}: {len(before)} of {len(chosen)} slices already done with these parameters"
+              + ("; continuing with the rest" if todo else "; nothing left to run"))
+    partial = False
+    if todo:
+        progress, close = _progress_bars(volume=True)
+        should_stop, restore = _interrupt_flag()
+        try:
+            vr = reconstruct_volume(volume, axis=axis, slices=todo, mask=mask, progress=progress,
+                                    should_stop=should_stop, on_slice=store.save, **options)
+        finally:
+            restore()
+            close(None)
+        partial = vr.partial
+
+    factor = args.factor if args.task == "superres" else 1
+    done = store.done()
+    finished = [k for k in chosen if k in done]
+    arrays: dict[str, np.ndarray] = {}
+    settings: dict[int, dict] = {}
+    plane = tuple(n * factor for n in np.delete(np.asarray(volume.shape), axis))
+    for i, k in enumerate(chosen):
+        if k not in done:
+            continue
+        outputs, settings[k] = store.load(k)
+        for name, value in outputs.items():
+            arrays.setdefault(name, np.full((len(chosen), *plane), np.nan, np.float32))[i] = value
+    if not arrays:
+        print("interrupted before the first slice was finished: nothing written", file=sys.stderr)
+        return 130
+    grid = image.slab(np.moveaxis(arrays["mean"], 0, axis), axis, chosen, factor)
+    formats = _formats(args, image)
+    written = [save_nifti(args.out / f"{name}.nii.gz", np.moveaxis(arrays[name], 0, axis), grid)
+               for name in KINDS if name in arrays and "nifti" in formats]
+    reconstructed = [k for k in finished if "copied" not in settings[k]]
+    first = settings[reconstructed[0]] if reconstructed else {}
+    if "dicom" in formats:
+        if len(finished) < len(chosen):
+            print("DICOM output waits for every slice: rerun with the same --out to finish it", file=sys.stderr)
+        else:
+            written += _write_dicom(args, image, arrays, axis, chosen, first)
+    summary = {"input": str(args.input), "axis": args.axis, "slices": chosen, "done": finished,
+               "partial": len(finished) < len(chosen),
+               "copied": {k: settings[k]["copied"] for k in finished if "copied" in settings[k]},
+               "settings": first, "slice_settings": {str(k): settings[k] for k in finished},
+               "outputs": [p.name for p in written]}
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    state = "partial result (interrupted; rerun to continue)" if summary["partial"] else "done"
+    print(f"{state}: {len(finished)}/{len(chosen)} slices; wrote {', '.join(p.name for p in written)} and "
+          f"summary.json to {args.out}")
+    if first.get("interval", {}).get("multiplier") is not None or first.get("interval", {}).get("calibrated"):
+        print(describe_interval(first["interval"]))
+    flagged = [k for k in reconstructed if settings[k].get("in_distribution", {}).get("ok") is False]
+    if flagged:
+        print(f"warning: {len(flagged)} slice(s) look unlike the prior's images (e.g. z{flagged[0]}): "
+              "the result may be confident nonsense there", file=sys.stderr)
+    return 130 if partial else 0

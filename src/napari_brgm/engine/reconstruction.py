@@ -44,6 +44,7 @@ from napari_brgm.solvers import (
     solve_vi,
 )
 from napari_brgm.solvers.dip import DIVISOR
+from napari_brgm.solvers.map import MapOutput
 
 DEFAULT_SIGMA_Y = 0.05  # measurement noise in model units when none is stated: 2.5% of the intensity range
 DIP_MAX_AUTO_RESOLUTION = 256  # DIP on a CPU: larger inputs are reduced to fit (see engine/geometry.py)
@@ -81,6 +82,39 @@ def reconstruct(
     `reconstruct(image, **Settings.from_dict(result.settings).as_kwargs())` runs the same again.
     Invalid requests raise ValueError before any heavy work.
     """
+    prep = prepare(image, task=task, factor=factor, mask=mask, prior=prior, method=method, steps=steps,
+                   samples=samples, seed=seed, device=device, **options)
+    monitor = Monitor(_progress_adapter(progress, prep.plan, prep.imap, prep.started), should_stop)
+    with memory_retained():  # batched steps reuse freed memory (3x faster VI at 256 px); released after the run
+        estimate = _SOLVERS[prep.settings.method](prep.problem, prep.settings, prep.sigma_y, monitor, prep.plan,
+                                                  prep.model)
+    return finish(prep, estimate, progress, should_stop)
+
+
+@dataclass
+class Prepared:
+    """A validated run up to the solver: the prior, the intensity map, the fit and the inverse problem."""
+
+    image: np.ndarray  # the slice in input units (float32)
+    missing: np.ndarray | None  # inpainting: True = missing
+    settings: Settings
+    kind: str | None  # the prior's kind (None: Deep Image Prior)
+    model: object
+    plan: object  # engine.geometry.FitPlan
+    imap: IntensityMap
+    sigma_y: float  # model units
+    problem: Problem
+    calibration: CalibrationFile | None
+    calibration_source: str | None
+    prior_sha: str | None
+    settings_out: dict
+    started: float
+    load_done: float
+
+
+def prepare(image, task: str = "superres", factor: int = 4, mask=None, prior=None, method: str = "map",
+            steps: int = 501, samples: int = 16, seed: int = 0, device: str = "auto", **options) -> Prepared:
+    """Everything `reconstruct` does before the solver runs; invalid requests raise here, before heavy work."""
     started = time.perf_counter()
     settings = Settings.from_flat(task=task, factor=int(factor), prior=None if prior is None else str(prior),
                                   method=method, steps=int(steps), samples=int(samples), seed=int(seed),
@@ -109,18 +143,23 @@ def reconstruct(
     sigma_y = imap.scale_sigma(settings.sigma_y) if settings.sigma_y is not None else DEFAULT_SIGMA_Y
     operator, y = _measurement(image, missing, plan, settings, sigma_y, imap, channels, dev)
     problem = Problem(generator=model if kind == "stylegan2" else None, operator=operator, y=y)
-    monitor = Monitor(_progress_adapter(progress, plan, imap, started), should_stop)
     settings_out = settings.as_dict() | {"prior_path": None if prior_path is None else str(prior_path),
                                          "device_used": str(dev), "sigma_y_model": sigma_y,
                                          "intensity": imap.as_dict(),
                                          "prior_kind": kind, "prior_resolution": None if model is None else resolution,
                                          "model_resolution": resolution, "fit": plan.describe()}
-    load_done = time.perf_counter()
+    return Prepared(image=image, missing=missing, settings=settings, kind=kind, model=model, plan=plan, imap=imap,
+                    sigma_y=sigma_y, problem=problem, calibration=calibration, calibration_source=calibration_source,
+                    prior_sha=prior_sha, settings_out=settings_out, started=started, load_done=time.perf_counter())
 
-    with memory_retained():  # batched steps reuse freed memory (3x faster VI at 256 px); released after the run
-        estimate = _SOLVERS[settings.method](problem, settings, sigma_y, monitor, plan, model)
+
+def finish(prep: Prepared, estimate: _Estimate, progress=None, should_stop=None) -> Result:
+    """The solver's estimate in the input's size and units, with its interval, flags and timings."""
+    image, missing, settings, problem, imap, plan = (prep.image, prep.missing, prep.settings, prep.problem,
+                                                     prep.imap, prep.plan)
+    sigma_y, settings_out = prep.sigma_y, dict(prep.settings_out)
     settings_out.update(estimate.notes)
-    misfit = _misfit(problem, estimate, sigma_y, kind)
+    misfit = _misfit(problem, estimate, sigma_y, prep.kind)
     back = lambda t: imap.to_input(plan.from_model(_gray(t)))  # noqa: E731  model [N,C,R,R] → input units
     if settings.back_project:
         estimate.samples = back_project(problem, estimate.samples, settings.bp_eta)
@@ -138,16 +177,16 @@ def reconstruct(
                               len(samples_in), settings.interval, sigma_y, _vi_posterior(settings))
         lower, upper, settings_out["interval"] = run_intervals(
             mean, std, len(samples_in), missing, key=key, level=settings.interval,
-            sigma_y=imap.sigma_to_input(sigma_y), value_range=imap.width, calibration=calibration,
-            source=calibration_source, prior_sha256=prior_sha, partial=bool(estimate.partial))
-    settings_out["in_distribution"] = judge_run(image, missing, settings, prior_path, kind, misfit,
-                                                settings_out["interval"].get("misfit_q99"))
+            sigma_y=imap.sigma_to_input(sigma_y), value_range=imap.width, calibration=prep.calibration,
+            source=prep.calibration_source, prior_sha256=prep.prior_sha, partial=bool(estimate.partial))
+    settings_out["in_distribution"] = judge_run(image, missing, settings, settings_out["prior_path"], prep.kind,
+                                                misfit, settings_out["interval"].get("misfit_q99"))
     if settings.self_check and std is not None:
         settings_out["interval"]["self_check"] = _self_check(image, missing, settings, imap.sigma_to_input(sigma_y),
                                                              progress, should_stop)
     finished = time.perf_counter()
-    settings_out["timings"] = {"load_s": load_done - started, "solve_s": finished - load_done,
-                               "total_s": finished - started}
+    settings_out["timings"] = {"load_s": prep.load_done - prep.started, "solve_s": finished - prep.load_done,
+                               "total_s": finished - prep.started}
     return Result(mean=mean.astype(np.float32), samples=samples_in.astype(np.float32),
                   std=None if std is None else std.astype(np.float32), map=map_image, consistent=consistent,
                   losses=estimate.losses, partial=bool(estimate.partial), settings=settings_out, lower=lower,
@@ -242,13 +281,17 @@ def _vi_config(settings: Settings, sigma_y: float, map_cfg: MapConfig) -> ViConf
                     mode=opts.vi_mode, posterior=opts.vi_posterior, rank=opts.vi_rank, sigma_y=sigma_y, map=map_cfg)
 
 
-def _solve_brgm(problem: Problem, settings: Settings, sigma_y: float, monitor: Monitor, plan, model) -> _Estimate:
-    """BRGM: MAP in W+; VI starts from the MAP estimate in its ELBO mode (a MAP stage runs first)."""
+def _solve_brgm(problem: Problem, settings: Settings, sigma_y: float, monitor: Monitor, plan, model,
+                map_out: MapOutput | None = None) -> _Estimate:
+    """BRGM: MAP in W+; VI starts from the MAP estimate in its ELBO mode (a MAP stage runs first).
+
+    `map_out`: the MAP stage already done (a volume's slices share one batched MAP run).
+    """
     map_cfg = _map_config(settings, problem.device)
     losses: dict[str, list[float]] = {}
-    map_out = None
-    if settings.method == "map" or settings.method_options.vi_mode == "elbo":
+    if map_out is None and (settings.method == "map" or settings.method_options.vi_mode == "elbo"):
         map_out = solve_map(problem, map_cfg, monitor)
+    if map_out is not None:
         losses.update({f"map/{k}": v for k, v in map_out.losses.items()})
     if settings.method == "map" or monitor.stopped:
         return _Estimate(samples=map_out.image, mean=map_out.image, spread=False, map=map_out.image,

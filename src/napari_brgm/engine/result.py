@@ -19,6 +19,9 @@ class Progress:
     terms: dict[str, float] = field(default_factory=dict)  # the loss terms of the last step
     elapsed: float = 0.0  # seconds since the run started
     preview: np.ndarray | None = None  # current estimate in input units and output size, every few steps
+    slices_in_flight: tuple[int, ...] = ()  # volume runs: the slice(s) being reconstructed (a MAP batch: several)
+    slices_done: int = 0  # volume runs: slices finished so far
+    slices_total: int = 0  # volume runs: slices to reconstruct (0: a single-image run)
 
 
 @dataclass

@@ -2,13 +2,16 @@
 
 Conventions (details in docs/io.md): arrays are float32 in napari order (z, y, x) or (y, x);
 `affine` maps the index (z, y, x, 1) to RAS+ millimetres; MONOCHROME1 is inverted so that bright
-means dense. This package imports neither torch nor Qt.
+means dense. This package imports neither torch nor Qt; DICOM output (`napari_brgm.io.dicom_out`, which
+imports highdicom) is imported on its own.
 """
 
 from napari_brgm.io.errors import ReadError
 from napari_brgm.io.geometry import (
     affine_from_layer,
     layer_scale_translate,
+    output_affine,
+    plane_affine,
     resampled_affine,
     resampled_scale_translate,
 )
@@ -24,6 +27,8 @@ __all__ = [
     "layer_data",
     "layer_scale_translate",
     "load_image",
+    "output_affine",
+    "plane_affine",
     "resampled_affine",
     "resampled_scale_translate",
     "save_nifti",

@@ -294,8 +294,13 @@ def build_image(
     path: str | Path,
     name: str,
     fmt: str,
+    files: Sequence[str | Path] = (),
 ) -> MedicalImage:
-    """Assemble the MedicalImage and its metadata from the reference dataset `ds`."""
+    """Assemble the MedicalImage and its metadata from the reference dataset `ds`.
+
+    `files` are the source files in z order (one per slice, or the one multi-frame file): the
+    DICOM writer finds slice k's source dataset there (``metadata["dicom"]["files"]``).
+    """
     if data.shape[0] == 1:
         data = data[0]
     spacing = spacing_from_affine(affine, data.ndim)
@@ -320,7 +325,7 @@ def build_image(
         "inverted": inverted,
         "inversion_offset": offset,
         "rescale": rescale(ds),
-        "dicom": describe(ds),
+        "dicom": {**describe(ds), "files": [str(f) for f in files]},
     }
     return MedicalImage(
         data=np.ascontiguousarray(data, dtype=np.float32),
@@ -357,4 +362,4 @@ def read_dicom_file(path: str | Path) -> MedicalImage:
     if order is not None:
         pixels = pixels[order]
     name = path.stem if path.suffix.lower() in DICOM_SUFFIXES else path.name
-    return build_image(ds, pixels, affine, source, path, name, "dicom")
+    return build_image(ds, pixels, affine, source, path, name, "dicom", files=[path])

@@ -89,4 +89,6 @@ def read_dicom_series(folder: str | Path) -> MedicalImage:
     ordered = [found[k] for k in order] if order is not None else found
     data = np.stack([dicom.frames(ds, path)[0] for path, ds in ordered])
     reference = ordered[len(ordered) // 2][1]
-    return dicom.build_image(reference, data, affine, source, folder, folder.name, "dicom-series")
+    return dicom.build_image(
+        reference, data, affine, source, folder, folder.name, "dicom-series", files=[path for path, _ in ordered]
+    )

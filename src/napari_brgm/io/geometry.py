@@ -116,6 +116,24 @@ def slice_affine(affine: np.ndarray, k: int) -> np.ndarray:
     return new
 
 
+def slab_affine(affine: np.ndarray, axis: int, slices: Sequence[int], factor: float = 1) -> np.ndarray:
+    """Affine of the planes `slices` (evenly spaced) along `axis` of a (z, y, x) volume, `factor`× finer in-plane.
+
+    The slab's first plane is slice `slices[0]`; consecutive planes are `slices[1] - slices[0]`
+    source slices apart. Super-resolution refines the two other axes as `resampled_affine` does.
+    """
+    slices = [int(k) for k in slices]
+    steps = set(np.diff(slices).tolist())
+    if len(steps) > 1 or (steps and steps.pop() <= 0):
+        raise ValueError(f"slices {slices} are not evenly spaced and increasing: they form no volume grid")
+    step = slices[1] - slices[0] if len(slices) > 1 else 1
+    new = np.asarray(affine, dtype=float).copy()
+    new[:3, 3] += slices[0] * new[:3, axis]
+    new[:3, axis] *= step
+    in_plane = [k for k in range(3) if k != axis]
+    return resampled_affine(new, factor, axes=in_plane) if factor != 1 else new
+
+
 def resampled_scale_translate(
     scale: Sequence[float], translate: Sequence[float], factor: float, axes: Sequence[int] = (-2, -1)
 ) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -130,3 +148,32 @@ def resampled_scale_translate(
         translate[k] -= (factor - 1) / (2 * factor) * scale[k]
         scale[k] /= factor
     return tuple(scale), tuple(translate)
+
+
+# For planes along axis a of a (z, y, x) volume: the volume axes that become (plane, row, column).
+# The rows and columns keep the volume's order, as numpy's take(..., axis=a) and moveaxis(a, 0) give them.
+PLANE_AXES = {0: (0, 1, 2), 1: (1, 0, 2), 2: (2, 0, 1)}
+
+
+def plane_affine(affine: np.ndarray, axis: int = 0, index: int = 0, factor: float = 1) -> np.ndarray:
+    """Affine of plane `index` along `axis` of a volume, as a one-slice volume (1, rows, cols).
+
+    Rows and columns are the volume's other axes in their order (`PLANE_AXES`); the first column
+    stays the step along `axis`; the plane is `factor` times finer in-plane over the same field of
+    view (`resampled_affine`).
+    """
+    return output_affine(affine, axis, [index], factor)
+
+
+def output_affine(
+    affine: np.ndarray, axis: int = 0, slices: Sequence[int] | None = None, factor: float = 1
+) -> np.ndarray:
+    """Affine of the stack (n, rows, cols) of planes `slices` along `axis`, `factor` times finer in-plane.
+
+    `slab_affine` with the slice axis first: index (k, r, c) maps to plane `slices[k]`, so the
+    slices must be evenly spaced (default: all planes from 0, step 1).
+    """
+    if axis not in PLANE_AXES:
+        raise ValueError(f"axis must be 0 (z), 1 (y) or 2 (x), got {axis}")
+    slab = slab_affine(affine, axis, [0] if not slices else slices, factor)
+    return slab[:, [*PLANE_AXES[axis], 3]]

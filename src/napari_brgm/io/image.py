@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from napari_brgm.io.geometry import resampled_affine, slice_affine, spacing_from_affine
+from napari_brgm.io.geometry import resampled_affine, slab_affine, slice_affine, spacing_from_affine
 
 
 @dataclass(eq=False)
@@ -79,4 +79,25 @@ class MedicalImage:
             affine=affine.tolist(),
             resampled_from={"shape": list(self.data.shape), "factor": factor},
         )
+        return replace(self, data=data, spacing=spacing, affine=affine, metadata=metadata, name=name or self.name)
+
+    def slab(self, data: np.ndarray, axis: int, slices, factor: float = 1, name: str | None = None) -> MedicalImage:
+        """The geometry of reconstructed planes `slices` along `axis` (a `VolumeResult`'s arrays) for `data`.
+
+        `data` is in the volume's axis order with len(slices) planes along `axis` and the in-plane
+        axes `factor`× finer (super-resolution); it overlays this image in world coordinates.
+        """
+        if self.data.ndim != 3:
+            raise ValueError(f"{self.name or self.source}: a slab needs a volume, got shape {self.data.shape}")
+        data = np.asarray(data, dtype=np.float32)
+        expected = [round(n * factor) for n in self.data.shape]
+        expected[axis] = len(slices)
+        if data.shape != tuple(expected):
+            raise ValueError(f"data of shape {data.shape} are not the slab {tuple(expected)} of {self.data.shape}")
+        affine = slab_affine(self.affine, axis, slices, factor)
+        spacing = spacing_from_affine(affine, 3)
+        metadata = copy.deepcopy(self.metadata)
+        metadata.update(shape=list(data.shape), spacing=list(spacing), affine=affine.tolist(),
+                        slab_of={"shape": list(self.data.shape), "axis": int(axis), "slices": [int(k) for k in slices],
+                                 "factor": factor})
         return replace(self, data=data, spacing=spacing, affine=affine, metadata=metadata, name=name or self.name)

@@ -44,10 +44,11 @@ class MapConfig:
 
 @dataclass
 class MapOutput:
-    ws: torch.Tensor  # [1, num_ws, w_dim] the estimate (last step done)
-    image: torch.Tensor  # [1, C, R, R] G(ws), model units
-    losses: dict[str, list[float]] = field(default_factory=dict)
+    ws: torch.Tensor  # [B, num_ws, w_dim] the estimate (last step done); B = problem.y's batch, usually 1
+    image: torch.Tensor  # [B, C, R, R] G(ws), model units
+    losses: dict[str, list[float]] = field(default_factory=dict)  # B > 1: the sums over the batch
     stopped: bool = False  # cancelled before the last step
+    batch_losses: list[dict[str, list[float]]] | None = None  # B > 1: each image's own history
 
 
 def brgm_terms(problem: Problem, images: torch.Tensor, ws: torch.Tensor, ws_for_c: torch.Tensor,
@@ -66,20 +67,48 @@ def brgm_terms(problem: Problem, images: torch.Tensor, ws: torch.Tensor, ws_for_
     return terms
 
 
+def batch_terms(problem: Problem, images: torch.Tensor, ws: torch.Tensor, stats: LatentStats,
+                cfg: MapConfig) -> dict[str, torch.Tensor]:
+    """`brgm_terms` of B independent problems at once, one value per image [B] (no perceptual term).
+
+    Adam is element-wise, so minimising the sum runs each image's own MAP: the batch only shares
+    the generator's passes.
+    """
+    residual = problem.residual(images) * PIXEL_SCALE
+    unit = torch.nn.functional.normalize(ws, dim=2)
+    return {"pixel": cfg.lambda_pix * residual.square().flatten(1).mean(1),
+            "w_prior": cfg.lambda_w * ((ws - stats.mean) / stats.std).square().flatten(1).mean(1),
+            "colinearity": cfg.lambda_c * (1 - unit @ unit.transpose(1, 2)).abs().flatten(1).sum(1)}
+
+
 def solve_map(problem: Problem, cfg: MapConfig, monitor: Monitor | None = None,
               ws_init: torch.Tensor | None = None, stage: str = "map") -> MapOutput:
-    """Run BRGM MAP; stops early (flagged) when the monitor says so."""
+    """Run BRGM MAP; stops early (flagged) when the monitor says so.
+
+    A measurement batch y [B, ...] (B > 1, e.g. the slices of a volume) runs B independent MAP
+    estimates through shared generator passes; the perceptual term is then not supported.
+    """
     G = problem.generator
+    batch = problem.y.shape[0]
+    if batch > 1 and cfg.perceptual is not None:
+        raise ValueError("the perceptual term is not supported for a batch of measurements")
     stats = LatentStats.of(G, problem.device)
-    ws = (stats.initial_ws(G.num_ws) if ws_init is None else ws_init.detach().clone()).requires_grad_(True)
+    ws = (stats.initial_ws(G.num_ws).repeat(batch, 1, 1) if ws_init is None
+          else ws_init.detach().clone()).requires_grad_(True)
     opt = torch.optim.Adam([ws], lr=cfg.lr, betas=(0.9, 0.999))
     losses: dict[str, list[float]] = {}
-    out = MapOutput(ws=ws.detach(), image=torch.empty(0), losses=losses)
+    out = MapOutput(ws=ws.detach(), image=torch.empty(0), losses=losses,
+                    batch_losses=[{} for _ in range(batch)] if batch > 1 else None)
     warmup = round(cfg.fp32_warmup * cfg.steps)
     for step in range(1, cfg.steps + 1):
         opt.zero_grad(set_to_none=True)
         images = G.synthesis(ws, noise_mode="const", precision="fp32" if step <= warmup else None)
-        terms = brgm_terms(problem, images, ws, ws, stats, cfg)
+        if batch == 1:
+            terms = brgm_terms(problem, images, ws, ws, stats, cfg)
+        else:
+            per_image = batch_terms(problem, images, ws, stats, cfg)
+            _record_batch(out.batch_losses, per_image)
+            terms = {name: v.sum() for name, v in per_image.items()}
         total = sum(terms.values())
         total.backward()
         opt.step()
@@ -91,3 +120,13 @@ def solve_map(problem: Problem, cfg: MapConfig, monitor: Monitor | None = None,
     with torch.no_grad():
         out.image = G.synthesis(out.ws, noise_mode="const", precision="fp32")
     return out
+
+
+def _record_batch(histories: list[dict[str, list[float]]], terms: dict[str, torch.Tensor]) -> None:
+    """Append each image's loss terms (and their "total") to its own history."""
+    names = list(terms)
+    values = torch.stack([terms[n].detach() for n in names], dim=1)
+    for history, row in zip(histories, values.tolist(), strict=True):
+        for name, v in zip(names, row, strict=True):
+            history.setdefault(name, []).append(v)
+        history.setdefault("total", []).append(sum(row))

@@ -15,11 +15,11 @@ class Problem:
 
     generator: torch.nn.Module | None  # napari_brgm.priors.Generator, eval mode, frozen; None for DIP
     operator: LinearOperator  # A, acting on [N, C, R, R]
-    y: torch.Tensor  # measurement [1, C, h, w]
+    y: torch.Tensor  # measurement [1, C, h, w]; [B, C, h, w] for B independent problems (solve_map only)
     _observed: torch.Tensor | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self):
-        assert self.y.ndim == 4 and self.y.shape[0] == 1, f"y must be [1, C, h, w], got {tuple(self.y.shape)}"
+        assert self.y.ndim == 4, f"y must be [B, C, h, w], got {tuple(self.y.shape)}"
 
     @property
     def device(self) -> torch.device:

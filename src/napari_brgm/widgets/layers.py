@@ -3,7 +3,8 @@
 No Qt here: these functions read and write napari layer models only, so the widget stays a thin
 form and this module can be tested without a window.
 
-Naming and re-run rule: a result layer is named '<input> [z<k>] <task> <method> <kind>', plus the
+Naming and re-run rule: a result layer is named '<input> [z<k> | z<A>:<B>] <task> <method> <kind>' (z<A>:<B>
+for a volume run over slices A..B-1, `widgets.volume`), plus the
 interval state of an uncertainty layer (' (uncalibrated 90 %)') or the level of an interval layer
 (' 90 %'), and carries ``metadata["brgm"]["key"]`` built from the same parts and
 ``metadata["brgm"]["name"]``, the name it was given. A run updates in place (data, placement,
@@ -30,14 +31,16 @@ PARTIAL = " (partial)"  # name suffix of the layers of a cancelled run
 
 @dataclass
 class Request:
-    """One run: the 2-D slice and mask taken from the layers, where they came from, the engine options."""
+    """One run: the 2-D slice (or the volume) and mask taken from the layers, where they came from, the engine options."""
 
     layer_name: str
-    slice_index: int | None  # the displayed z index of a 3-D input, None for a 2-D input
-    image: np.ndarray  # [H, W]
-    mask: np.ndarray | None  # [H, W] nonzero = missing (inpainting only)
+    slice_index: int | None  # the displayed z index of a 3-D input, None for a 2-D input or a volume run
+    image: np.ndarray  # [H, W]; a volume run: the whole [D, H, W] volume
+    mask: np.ndarray | None  # [H, W] nonzero = missing (inpainting only); a volume run: [D, H, W] or [H, W]
     options: dict = field(default_factory=dict)  # reconstruct() keyword arguments except progress/should_stop
     interval_layers: bool = False  # add the lower and upper ends of the central interval as layers
+    slices: list[int] | None = None  # a volume run (reconstruct_volume): the z slices A..B-1, else None
+    spread: bool = False  # the method returns samples and an uncertainty map
 
     @property
     def factor(self) -> int:
@@ -49,8 +52,13 @@ class Request:
         task = TASK_LABELS[self.options["task"]]
         if self.options["task"] == "superres":
             task += f"x{self.factor}"
-        where = "" if self.slice_index is None else f" z{self.slice_index}"
+        where = f" z{self.slab}" if self.slices else "" if self.slice_index is None else f" z{self.slice_index}"
         return f"{self.layer_name}{where} {task} {self.method_label}"
+
+    @property
+    def slab(self) -> str | None:
+        """A volume run's slices as 'A:B' (B excluded), else None."""
+        return f"{self.slices[0]}:{self.slices[-1] + 1}" if self.slices else None
 
     @property
     def method_label(self) -> str:
@@ -60,7 +68,7 @@ class Request:
     @property
     def key(self) -> str:
         """Identifies the run for the re-run rule: same key, same layers."""
-        return "|".join(map(str, (self.layer_name, self.slice_index, self.options["task"], self.factor,
+        return "|".join(map(str, (self.layer_name, self.slab or self.slice_index, self.options["task"], self.factor,
                                   self.options["method"] + ("+vi" if self.options.get("iagan_vi") else ""))))
 
 
@@ -76,8 +84,8 @@ def displayed_slice(layer: Image, viewer) -> int | None:
     return int(np.clip(k, 0, layer.data.shape[0] - 1))
 
 
-def input_slice(layer: Layer | None, viewer) -> tuple[np.ndarray, int | None]:
-    """The 2-D array to reconstruct from an image layer (the displayed slice of a volume) and its z index."""
+def check_input(layer: Layer | None) -> Image:
+    """The layer if it can be reconstructed (a single-channel 2-D image or 3-D volume), else ValueError."""
     if layer is None:
         raise ValueError("choose an input image layer")
     if not isinstance(layer, Image):
@@ -85,6 +93,12 @@ def input_slice(layer: Layer | None, viewer) -> tuple[np.ndarray, int | None]:
     if layer.multiscale or layer.rgb or layer.ndim not in (2, 3):
         raise ValueError(f"{layer.name!r} must be a single-channel 2-D image or 3-D volume "
                          f"(got {'multiscale' if layer.multiscale else 'RGB' if layer.rgb else f'{layer.ndim}-D'})")
+    return layer
+
+
+def input_slice(layer: Layer | None, viewer) -> tuple[np.ndarray, int | None]:
+    """The 2-D array to reconstruct from an image layer (the displayed slice of a volume) and its z index."""
+    check_input(layer)
     k = displayed_slice(layer, viewer)
     data = layer.data if k is None else layer.data[k]
     return np.array(data, dtype=np.float32), k  # a copy: edits to the layer do not reach a run in flight
@@ -193,13 +207,16 @@ def result_metadata(image: Image, request: Request, result, kind: str) -> dict:
 
 
 def _result_geometry(affine: np.ndarray, request: Request, out_shape: tuple[int, int]) -> dict:
-    """The reader's affine/shape/spacing for a (1, H', W') slice k or an (H', W') image `factor`× finer."""
+    """The reader's affine/shape/spacing for a (1, H', W') slice k, an (n, H', W') slab of a volume run
+    starting at slice A, or an (H', W') image, `factor`× finer in-plane."""
     from napari_brgm.io.geometry import resampled_affine, slice_affine, spacing_from_affine
 
-    if request.slice_index is not None:
-        affine = slice_affine(affine, request.slice_index)
+    first = request.slices[0] if request.slices else request.slice_index
+    if first is not None:
+        affine = slice_affine(affine, first)
     affine = resampled_affine(affine, request.factor, axes=(1, 2))
-    shape = [*([1] if request.slice_index is not None else []), *out_shape]
+    depth = [len(request.slices)] if request.slices else [1] if first is not None else []
+    shape = [*depth, *out_shape]
     return {"affine": affine.tolist(), "shape": shape, "spacing": list(spacing_from_affine(affine, len(shape)))}
 
 
@@ -223,7 +240,12 @@ def interval_record(result) -> dict | None:
     A point estimate (no samples) records only the requested level and why there is no interval
     (``reason``): no multiplier, not calibrated, so None here too.
     """
-    interval = result.settings.get("interval")
+    return settings_interval(result.settings)
+
+
+def settings_interval(settings: dict) -> dict | None:
+    """`interval_record` from a run's (or a volume slice's) settings."""
+    interval = settings.get("interval")
     if not isinstance(interval, dict) or not (interval.get("calibrated") or "multiplier" in interval):
         return None
     return interval
@@ -269,13 +291,18 @@ def result_name(request: Request, kind: str, result) -> str:
 
     'img SRx4 VI uncertainty (uncalibrated 90 %)', 'img SRx4 VI lower 90 %', 'img SRx4 MAP mean'.
     """
+    return layer_name(request, kind, interval_record(result), result.partial)
+
+
+def layer_name(request: Request, kind: str, interval: dict | None, partial: bool, state: str | None = None) -> str:
+    """`result_name` from the parts; `state` replaces 'calibrated'/'uncalibrated' (a volume whose slices differ)."""
     name = f"{request.label} {kind}"
-    interval = interval_record(result)
     if interval and kind == "uncertainty":
-        name += f" ({'calibrated' if interval['calibrated'] else 'uncalibrated'} {percent(interval['level'])})"
+        state = state or ("calibrated" if interval["calibrated"] else "uncalibrated")
+        name += f" ({state} {percent(interval['level'])})"
     elif interval and kind in ("lower", "upper"):
         name += f" {percent(interval['level'])}"
-    return name + (PARTIAL if result.partial else "")
+    return name + (PARTIAL if partial else "")
 
 
 def interval_summary(interval: dict) -> str:
@@ -316,23 +343,38 @@ def show_results(viewer, image: Image, request: Request, result) -> list[Image]:
     return shown
 
 
+def uncertainty_top(data: np.ndarray) -> float:
+    """Top of an uncertainty layer's contrast range: its 99.5th percentile, unfinished (NaN) pixels left out; 1 if none."""
+    finite = np.asarray(data)[np.isfinite(data)]
+    top = float(np.percentile(finite, UNCERTAINTY_PERCENTILE)) if finite.size else 0.0
+    return top if top > 0 else 1.0
+
+
 def _remember_name(layer: Layer) -> None:
     """Record the name the layer got (napari may have made it unique): the re-run rule looks for it."""
     layer.metadata["brgm"]["name"] = layer.name
 
 
-def update_preview(viewer, image: Image, request: Request, preview: np.ndarray) -> Image:
-    """Show the live estimate in '<label> preview' (created on the first call, updated afterwards)."""
-    data = preview[None] if request.slice_index is not None else preview
+def update_preview(viewer, image: Image, request: Request, preview: np.ndarray, k: int | None = None) -> Image:
+    """Show the live estimate in '<label> preview' (created on the first call, updated afterwards).
+
+    It sits at slice `k` of a volume (default: the request's slice); a volume run moves it to the slice in flight.
+    """
+    k = request.slice_index if k is None else k
+    data = preview[None] if k is not None else preview
     layer = find_result_layer(viewer.layers, request, "preview")
     if layer is not None and layer.data.shape == data.shape:
         layer.data = data
+        if layer.metadata["brgm"].get("slice") != k:
+            layer.translate = placement(image, k, request.factor)["translate"]
+            layer.metadata["brgm"]["slice"] = k
         return layer
     if layer is not None:
         viewer.layers.remove(layer)
     layer = viewer.add_image(data, name=f"{request.label} preview", blending="translucent",
-                             metadata={"brgm": {"key": request.key, "kind": "preview", "input": request.layer_name}},
-                             **placement(image, request.slice_index, request.factor), **_style(image, "preview", data))
+                             metadata={"brgm": {"key": request.key, "kind": "preview", "input": request.layer_name,
+                                                "slice": k}},
+                             **placement(image, k, request.factor), **_style(image, "preview", data))
     _remember_name(layer)
     return layer
 
@@ -347,6 +389,5 @@ def remove_preview(viewer, request: Request) -> None:
 def _style(image: Image, kind: str, data: np.ndarray) -> dict:
     """Images (interval ends too) in the input's colormap and window; uncertainty in 'inferno' from 0 up."""
     if kind == "uncertainty":
-        top = float(np.percentile(data, UNCERTAINTY_PERCENTILE))
-        return {"colormap": "inferno", "contrast_limits": (0.0, top if top > 0 else 1.0)}
+        return {"colormap": "inferno", "contrast_limits": (0.0, uncertainty_top(data))}
     return {"colormap": image.colormap, "contrast_limits": tuple(image.contrast_limits)}

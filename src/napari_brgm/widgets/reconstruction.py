@@ -2,13 +2,16 @@
 
 The widget knows nothing of the math: it turns the chosen layers into a `Request`
 (`widgets.layers`), runs the engine in a napari thread worker, relays the engine's progress
-reports to the GUI thread with a Qt signal and shows the `Result` as layers.
+reports to the GUI thread with a Qt signal and shows the `Result` as layers. With *Slices: all*
+or a range of a volume it calls `reconstruct_volume` instead and fills volume layers
+(`widgets.volume`) slice by slice as the engine hands over each finished slice (another signal).
 """
 
 from __future__ import annotations
 
 import math
 import threading
+import time
 from functools import partial
 from pathlib import Path
 
@@ -23,6 +26,7 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QHBoxLayout,
     QLabel,
+    QLineEdit,
     QProgressBar,
     QPushButton,
     QSizePolicy,
@@ -35,8 +39,10 @@ from napari_brgm.engine import Progress, reconstruct
 from napari_brgm.engine.methods import DEFAULT_RESTARTS, METHOD_SPECS, PRIOR_KINDS
 from napari_brgm.engine.settings import INTERVAL_LEVELS, Settings
 from napari_brgm.engine.tasks import TASK_SPECS
+from napari_brgm.engine.volume import reconstruct_volume
 from napari_brgm.priors import CheckpointError, builtin_priors, prior_kind
 from napari_brgm.widgets import layers as L
+from napari_brgm.widgets import volume as V
 from napari_brgm.widgets.loss_plot import LossPlot
 from napari_brgm.widgets.options import AdvancedOptions
 
@@ -147,11 +153,13 @@ class Run(QObject):
     """One reconstruction in a napari thread worker, with its stop flag and its progress history.
 
     The engine calls `progress` in the worker thread; emitting `progressed` there queues the report
-    to the GUI thread, where the widget draws it.
+    to the GUI thread, where the widget draws it. A volume run's engine also hands each finished
+    slice to `sliced` (k, Result), queued the same way; progress then counts every slice's share.
     """
 
     progressed = Signal(object)
-    screened = Signal(object)  # the pre-run out-of-distribution record, emitted before the engine starts
+    sliced = Signal(int, object)
+    screened = Signal(object)  # one slice's pre-run out-of-distribution record, emitted before the engine starts
 
     def __init__(self, request: L.Request, layer: Image, engine):
         super().__init__()
@@ -166,14 +174,27 @@ class Run(QObject):
         self.result = None
         self.warned_ood = False  # the pre-run score already warned
         self.plan = stage_plan(request.options)
+        self.fractions: dict[int, float] = {}  # volume runs: the share of each slice's work done (1: finished)
+        self.finished_slices: set[int] = set()  # volume runs: the slices handed over
+        self.flight: tuple[int, ...] = ()  # volume runs: the slices in flight; the loss curve is theirs
+        self.clock: tuple[float, float] | None = None  # volume runs: (wall time, fraction done) at the first report
+        self.layers: V.VolumeLayers | None = None  # volume runs: the result layers being filled
         self.worker = create_worker(self._work, engine, _start_thread=False, _ignore_errors=True)
 
+    @property
+    def volume(self) -> bool:
+        return self.request.slices is not None
+
     def _work(self, engine):
-        self.screened.emit(L.screen_request(self.request))  # off the UI thread: the first call loads the flow
+        if not self.volume:  # a volume's slices are judged one by one by the engine
+            self.screened.emit(L.screen_request(self.request))  # off the UI thread: the first call loads the flow
+        volume = {"slices": self.request.slices, "on_slice": self.sliced.emit} if self.volume else {}
         return engine(self.request.image, mask=self.request.mask, progress=self.progressed.emit,
-                      should_stop=self.stop.is_set, **self.request.options)
+                      should_stop=self.stop.is_set, **volume, **self.request.options)
 
     def record(self, report: Progress) -> None:
+        if self.volume and report.slices_in_flight != self.flight:  # next slice (or MAP batch): a new curve
+            self.flight, self.losses, self.stage_starts, self.stage = report.slices_in_flight, [], [], None
         if report.stage != self.stage:
             self.stage_starts.append(len(self.losses))
             self.stage = report.stage
@@ -183,22 +204,56 @@ class Run(QObject):
         self.last = report
         if self.first is None:
             self.first = (self.reports, report.elapsed)
+        if self.volume:
+            share = self._slice_steps() / self.slice_steps
+            for k in report.slices_in_flight:
+                self.fractions[k] = max(self.fractions.get(k, 0.0), share)
+            if self.clock is None:
+                self.clock = (time.perf_counter(), self.fraction)
+
+    def finish_slice(self, k: int) -> None:
+        self.fractions[k] = 1.0
+        self.finished_slices.add(k)
+
+    @property
+    def finished(self) -> int:
+        """Volume runs: slices finished so far."""
+        return len(self.finished_slices)
+
+    @property
+    def fraction(self) -> float:
+        """Volume runs: the share of the whole run done."""
+        return sum(self.fractions.values()) / len(self.request.slices)
+
+    def _slice_steps(self) -> int:
+        """Steps of one slice done: the planned stages before this one, and this stage's fraction of `stage_steps`."""
+        per_stage = stage_steps(self.request.options)
+        before = self.plan.index(self.stage) if self.stage in self.plan else 0
+        return min(self.slice_steps, before * per_stage + round(per_stage * self.last.step / max(self.last.total, 1)))
 
     @property
     def done(self) -> int:
-        """Progress in steps: the planned stages before this one, and this stage's fraction of `stage_steps`."""
-        if self.last is None:
-            return 0
-        per_stage = stage_steps(self.request.options)
-        before = self.plan.index(self.stage) if self.stage in self.plan else 0
-        return min(self.total_steps, before * per_stage + round(per_stage * self.last.step / max(self.last.total, 1)))
+        """Progress in steps (a volume run: every slice's share of its steps)."""
+        if self.volume:
+            return min(self.total_steps, round(self.slice_steps * sum(self.fractions.values())))
+        return 0 if self.last is None else self._slice_steps()
+
+    @property
+    def slice_steps(self) -> int:
+        """Steps of one image (or one slice of a volume)."""
+        return stage_steps(self.request.options) * len(self.plan)
 
     @property
     def total_steps(self) -> int:
-        return stage_steps(self.request.options) * len(self.plan)
+        return self.slice_steps * (len(self.request.slices) if self.volume else 1)
 
     def seconds_left(self) -> float | None:
-        """Remaining steps of this and the planned later stages at the rate seen so far."""
+        """Remaining steps of this and the planned later stages at the rate seen so far (a volume: the wall time
+        per share of the run since the first report, times the share left)."""
+        if self.volume:
+            if self.clock is None or self.fraction <= self.clock[1]:
+                return None
+            return (time.perf_counter() - self.clock[0]) / (self.fraction - self.clock[1]) * (1 - self.fraction)
         if self.first is None or self.last is None or self.reports <= self.first[0]:
             return None
         rate = (self.last.elapsed - self.first[1]) / (self.reports - self.first[0])
@@ -206,12 +261,27 @@ class Run(QObject):
         return rate * (self.last.total - self.last.step + stage_steps(self.request.options) * len(later))
 
     def status(self, ended: str | None = None) -> str:
-        """'MAP 120/501 · ~45 s left' while running; 'VI 501/501 · finished' once `ended`."""
+        """'MAP 120/501 · ~45 s left' while running; 'VI 501/501 · finished' once `ended`.
+
+        A volume run: 'slice 2/4 (z11) · MAP 120/501 · ~1:30 left' ('slices 1–4/4 (z10–z13)' for a MAP batch),
+        then '3/4 slices · stopped'.
+        """
+        if self.volume and ended:
+            return f"{self.finished}/{len(self.request.slices)} slices · {ended}"
         if self.last is None:
             return ended or "loading the prior…"
         left = self.seconds_left()
         tail = f" · {ended}" if ended else "" if left is None else f" · ~{_duration(left)} left"
-        return f"{self.last.stage.upper()} {self.last.step}/{self.last.total}{tail}"
+        where = f"{self.where()} · " if self.volume else ""
+        return f"{where}{self.last.stage.upper()} {self.last.step}/{self.last.total}{tail}"
+
+    def where(self) -> str:
+        """The slices in flight: 'slice 2/4 (z11)' or 'slices 1–4/4 (z10–z13)'."""
+        flight, slices = self.last.slices_in_flight or (self.request.slices[0],), self.request.slices
+        first, last = slices.index(flight[0]) + 1, slices.index(flight[-1]) + 1
+        if len(flight) == 1:
+            return f"slice {first}/{len(slices)} (z{flight[0]})"
+        return f"slices {first}–{last}/{len(slices)} (z{flight[0]}–z{flight[-1]})"
 
 
 def _duration(seconds: float) -> str:
@@ -244,8 +314,17 @@ class ReconstructionWidget(QWidget):
         self._on_method()
 
     def _build(self) -> None:
-        self.image_combo = QComboBox(toolTip="The image to reconstruct; for a volume, the displayed slice")
+        self.image_combo = QComboBox(toolTip="The image to reconstruct; for a volume, the displayed slice, "
+                                             "every slice or a range (Slices)")
         self.info = QLabel()
+        self.slices_combo = QComboBox(toolTip="Volumes: the slice under the viewer's z, every slice, or the range "
+                                              "A:B (slices A to B-1 along z); all and range give volume layers")
+        for text, value in V.SLICE_MODES:
+            self.slices_combo.addItem(text, value)
+        self.range_edit = QLineEdit(placeholderText="A:B", enabled=False,
+                                    toolTip="Slices A to B-1 along z (B excluded, as in Python), e.g. 10:14")
+        self.slices_label = QLabel("Slices")
+        self.slices_row = QWidget()
         self.task_combo = QComboBox()
         self.task_combo.addItem("Super-resolution", "superres")
         self.task_combo.addItem("Inpainting", "inpaint")
@@ -288,6 +367,10 @@ class ReconstructionWidget(QWidget):
         self.status = QLabel(wordWrap=True)
         self.loss_plot = LossPlot()
 
+        slices_row = QHBoxLayout(self.slices_row)
+        slices_row.setContentsMargins(0, 0, 0, 0)
+        slices_row.addWidget(self.slices_combo)
+        slices_row.addWidget(self.range_edit, 1)
         mask_row = QHBoxLayout()
         mask_row.addWidget(self.mask_combo, 1)
         mask_row.addWidget(self.new_mask_button)
@@ -302,7 +385,8 @@ class ReconstructionWidget(QWidget):
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.cancel_button)
         form = QFormLayout()
-        for label, field in (("Input", self.image_combo), ("", self.info), ("Task", self.task_combo),
+        for label, field in (("Input", self.image_combo), ("", self.info), (self.slices_label, self.slices_row),
+                             ("Task", self.task_combo),
                              ("Factor", self.factor_combo), ("Mask", mask_row), ("Prior", self.prior_combo),
                              ("Method", self.method_combo), ("", self.back_project_check),
                              ("Steps", self.steps_spin), ("Samples", self.samples_spin), ("Interval", interval_row),
@@ -319,6 +403,8 @@ class ReconstructionWidget(QWidget):
         layout.addStretch(1)
 
         self.image_combo.currentIndexChanged.connect(self._on_input)
+        self.slices_combo.currentIndexChanged.connect(self._on_slices)
+        self.range_edit.textChanged.connect(self._update_info)
         self.task_combo.currentIndexChanged.connect(self._on_task)
         self.method_combo.currentIndexChanged.connect(self._on_method)
         self.method_combo.currentIndexChanged.connect(self._on_method_chosen)
@@ -350,8 +436,29 @@ class ReconstructionWidget(QWidget):
             self._show(run)
         self._default_method()
         self._update_factors()
+        self._update_slices()
         self._update_info()
         self._update_buttons()
+
+    def _update_slices(self) -> None:
+        """The Slices row only for a volume input."""
+        layer = self._layer(self.image_combo)
+        volume = layer is not None and layer.ndim == 3
+        self.slices_label.setVisible(volume)
+        self.slices_row.setVisible(volume)
+
+    def _on_slices(self, *_) -> None:
+        """Range: the edit is enabled, first filled with the four slices from the displayed one."""
+        ranged = self.slices_combo.currentData() == "range"
+        self.range_edit.setEnabled(ranged)
+        layer = self._layer(self.image_combo)
+        if ranged and not self.range_edit.text().strip() and layer is not None and layer.ndim == 3:
+            try:
+                k = L.displayed_slice(layer, self.viewer)
+            except ValueError:
+                k = 0
+            self.range_edit.setText(f"{k}:{min(k + 4, layer.data.shape[0])}")
+        self._update_info()
 
     def _on_method_chosen(self, *_) -> None:
         """A method set by anyone but `_default_method` (the user, a script, a loaded prior) is kept for the input."""
@@ -380,7 +487,15 @@ class ReconstructionWidget(QWidget):
             self.info.setText("add an image layer")
             return
         h, w = layer.data.shape[-2:]
-        if layer.ndim == 3:
+        if layer.ndim == 3 and self.slices_combo.currentData() != "displayed":
+            try:
+                slices = V.chosen_slices(layer, self.slices_combo.currentData(), self.range_edit.text())
+            except ValueError as err:
+                self.info.setText(str(err))
+                return
+            self.info.setText(f"{len(slices)} of {layer.data.shape[0]} slices (z{slices[0]}–z{slices[-1]}) · "
+                              f"{h}×{w} px each")
+        elif layer.ndim == 3:
             try:
                 k = L.displayed_slice(layer, self.viewer)
             except ValueError:
@@ -529,9 +644,14 @@ class ReconstructionWidget(QWidget):
     def request(self) -> L.Request:
         """The run the form describes; ValueError with a message for the user if it cannot run."""
         layer = self._layer(self.image_combo)
-        image, k = L.input_slice(layer, self.viewer)
+        slices = V.chosen_slices(layer, self.slices_combo.currentData(), self.range_edit.text())
         task = self.task_combo.currentData()
-        mask = L.mask_slice(self._layer(self.mask_combo), layer, k) if task == "inpaint" else None
+        if slices is None:
+            image, k = L.input_slice(layer, self.viewer)
+            mask = L.mask_slice(self._layer(self.mask_combo), layer, k) if task == "inpaint" else None
+        else:
+            image, k = V.input_volume(layer), None
+            mask = V.volume_mask(self._layer(self.mask_combo), layer, slices) if task == "inpaint" else None
         method = self.method_combo.currentData()
         kind = _kind_of(method)
         prior = None if kind is None else self.prior_combo.currentData()
@@ -549,7 +669,7 @@ class ReconstructionWidget(QWidget):
                    "calibration": self.calibration if spread else None,
                    **self.advanced.values(), **FIXED_OPTIONS.get(method, {})}
         return L.Request(layer_name=layer.name, slice_index=k, image=image, mask=mask, options=options,
-                         interval_layers=spread and self.interval_check.isChecked())
+                         interval_layers=spread and self.interval_check.isChecked(), slices=slices, spread=spread)
 
     def run(self) -> Run | None:
         """Start a run for the chosen input in a thread worker; problems become notifications."""
@@ -565,7 +685,11 @@ class ReconstructionWidget(QWidget):
         self._warn_xray_prior(layer, request)
         if request.options["prior"] is not None:  # a Deep Image Prior run keeps the remembered prior
             _settings().setValue(f"prior/{_kind_of(request.options['method'])}", request.options["prior"])
-        run = Run(request, layer, reconstruct)
+        run = Run(request, layer, reconstruct if request.slices is None else reconstruct_volume)
+        if run.volume:
+            run.layers = V.VolumeLayers(self.viewer, layer, request)
+            run.sliced.connect(lambda k, result, run=run: self._on_slice(run, k, result),
+                               Qt.ConnectionType.QueuedConnection)  # the engine hands slices over from the worker
         run.progressed.connect(lambda report, run=run: self._on_progress(run, report),
                                Qt.ConnectionType.QueuedConnection)  # the engine reports from the worker thread
         run.screened.connect(lambda record, run=run: self._on_screened(run, record), Qt.ConnectionType.QueuedConnection)
@@ -612,7 +736,8 @@ class ReconstructionWidget(QWidget):
     def _on_progress(self, run: Run, report: Progress) -> None:
         run.record(report)
         if report.preview is not None and self._alive(run.layer):
-            L.update_preview(self.viewer, run.layer, run.request, report.preview)
+            k = report.slices_in_flight[0] if report.slices_in_flight else None  # a MAP batch previews its first
+            L.update_preview(self.viewer, run.layer, run.request, report.preview, k)
         if run is self.shown:
             self.progress_bar.setValue(run.done)
             self.progress_bar.setFormat(run.status())
@@ -625,8 +750,43 @@ class ReconstructionWidget(QWidget):
             run.warned_ood = True
             show_warning(text)
 
+    def _on_slice(self, run: Run, k: int, result) -> None:
+        """A volume run finished slice k: into the layers, and the progress moves on."""
+        run.finish_slice(k)
+        run.layers.fill(k, result)
+        if result.settings.get("prior_resolution"):
+            self.resolutions[run.request.options["prior"]] = int(result.settings["prior_resolution"])
+        if run is self.shown:
+            self.progress_bar.setValue(run.done)
+            self.status.setText(f"{run.request.label}: {run.finished}/{len(run.request.slices)} slices done")
+
+    def _on_volume_returned(self, run: Run, result) -> None:
+        """The layers keep what finished; a run with no finished slice leaves the viewer as it was."""
+        L.remove_preview(self.viewer, run.request)
+        self._update_factors()
+        if not result.done:
+            run.layers.drop()
+            show_info(f"{run.request.label} cancelled before a slice finished: nothing was added")
+            if run is self.shown:
+                self.status.setText("cancelled: nothing added")
+            return
+        shown = run.layers.finish(result)
+        names = [layer.name for layer in shown]
+        show_info(V.notification(run.request, result, names))
+        bad = V.flagged(result)
+        if bad:
+            more = f" and {len(bad) - 1} more slices" if len(bad) > 1 else ""
+            show_warning(L.ood_warning(f"{run.request.label} z{bad[0]}{more}", result.settings[bad[0]]
+                                       .get("in_distribution"), partial=result.partial))
+        if run is self.shown:
+            done = f"{len(result.done)}/{len(result.slices)} slices in: "
+            self.status.setText(("cancelled, partial: " if result.partial else "done: ") + done + ", ".join(names))
+
     def _on_returned(self, run: Run, result) -> None:
         run.result = result
+        if run.volume:
+            self._on_volume_returned(run, result)
+            return
         if result.settings.get("prior_resolution"):
             self.resolutions[run.request.options["prior"]] = int(result.settings["prior_resolution"])
             self._update_factors()
@@ -650,7 +810,13 @@ class ReconstructionWidget(QWidget):
     def _on_errored(self, run: Run, exc: Exception) -> None:
         L.remove_preview(self.viewer, run.request)
         message = str(exc) if isinstance(exc, ValueError | CheckpointError) else f"{type(exc).__name__}: {exc}"
-        show_error(f"Reconstruction of {run.request.label} failed: {message}")
+        kept = ""
+        if run.layers is not None and run.layers.settings:  # never lose the finished slices
+            shown = run.layers.finish(run.layers.collected())
+            kept = f"; the {len(run.layers.settings)} finished slices are kept in: {', '.join(x.name for x in shown)}"
+        elif run.layers is not None:
+            run.layers.drop()
+        show_error(f"Reconstruction of {run.request.label} failed: {message}{kept}")
         if run is self.shown:
             self.status.setText(f"failed: {message}")
 
