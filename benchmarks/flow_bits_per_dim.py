@@ -6,8 +6,8 @@
 Slices are prepared like the training data (load_slices: 64×64, per-slice percentile mapping);
 bits/dim uses one-bin dequantisation noise with a fixed seed (`training.flow.evaluate_bpd`).
 Lower is more likely under the prior. Flows are known to give some out-of-distribution images
-HIGHER likelihood than their training data (Nalisnick et al.), so bits/dim is reported, not used
-as an anomaly score.
+HIGHER likelihood than their training data (Nalisnick et al.), so bits/dim alone is not used as an
+anomaly score: engine/ood.py subtracts a JPEG 2000 coder's bits/dim (benchmarks/ood_scores.py).
 """
 
 from __future__ import annotations

@@ -221,3 +221,19 @@ def test_a_dicom_series_comes_back_as_a_derived_dicom_series_of_its_study(tmp_pa
     assert len(files) == len(std) == 3 and (out / "dicom" / "std_pm").is_dir()
     assert main(args + ["--format", "both"]) == 2  # the series exist: refused, not overwritten
     assert main(args + ["--format", "both", "--overwrite"]) == 0 and (out / "mean.nii.gz").exists()
+
+
+def test_a_chest_xray_with_the_brain_prior_is_warned_about_once_before_the_run(tmp_path, capsys):
+    from napari_brgm.engine.geometry import area_matrix
+    from napari_brgm.io.samples import sample_path
+
+    xray = np.asarray(load_image(sample_path("chest_xray_rg1.dcm")).data, np.float64)
+    xray = xray[0] if xray.ndim == 3 else xray
+    small = area_matrix(xray.shape[0], 16) @ xray @ area_matrix(xray.shape[1], 15).T
+    path = save_nifti(tmp_path / "xray16.nii.gz", small[None].astype(np.float32), np.eye(4))
+    capsys.readouterr()
+    assert main(["reconstruct", str(path), "--steps", "2", "--device", "cpu", "--out", str(tmp_path / "o")]) == 0
+    err = capsys.readouterr().err
+    assert err.count("warning: the input looks unlike the prior's training images (OOD score") == 1
+    record = json.loads((tmp_path / "o" / "summary.json").read_text())["settings"]["in_distribution"]
+    assert record["ok"] is False and record["view"] == "sr4"

@@ -558,3 +558,29 @@ def test_running_a_radiograph_with_a_trained_prior_warns_at_run_and_still_runs(d
         "as an X-ray prior: unless it was trained on X-rays, it gives confident nonsense; Deep Image Prior needs no "
         "trained prior"]
     assert run.result is not None and "cxr SRx4 VI mean" in viewer.layers
+
+
+def test_a_non_brain_input_with_a_built_in_prior_is_warned_about_before_the_solver_starts(docked, qtbot,
+                                                                                          monkeypatch):
+    from napari_brgm.engine.geometry import area_matrix
+    from napari_brgm.io import load_image
+    from napari_brgm.io.samples import sample_path
+
+    viewer, widget = docked
+    warnings: list[str] = []
+    monkeypatch.setattr(reconstruction, "show_warning", warnings.append)
+    xray = np.asarray(load_image(sample_path("chest_xray_rg1.dcm")).data, np.float64)
+    xray = xray[0] if xray.ndim == 3 else xray
+    viewer.add_image((area_matrix(xray.shape[0], 16) @ xray @ area_matrix(xray.shape[1], 15).T).astype(np.float32),
+                     name="plain")  # no modality: only the score can tell
+    widget.method_combo.setCurrentIndex(widget.method_combo.findData("map"))
+    widget.prior_combo.setCurrentIndex(widget.prior_combo.findData("brain-t1-64"))
+    widget.factor_combo.setCurrentIndex(widget.factor_combo.findData(4))
+    widget.steps_spin.setValue(2)
+    with qtbot.waitSignal(widget.run_finished, timeout=RUN_TIMEOUT_MS) as finished:
+        widget.run()
+    run = finished.args[0]
+
+    flagged = [w for w in warnings if "looks unlike the prior's training images (OOD score" in w]
+    assert len(flagged) == 1 and flagged[0].startswith("plain SRx4 MAP: ") and run.warned_ood
+    assert run.result.settings["in_distribution"]["ok"] is False

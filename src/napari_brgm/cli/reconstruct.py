@@ -223,6 +223,7 @@ def _run_slice(args, image) -> int:
 
     from napari_brgm.cli.panel import write_panel
     from napari_brgm.engine import reconstruct
+    from napari_brgm.engine.ood import screen
     from napari_brgm.io import save_nifti
 
     geometry = _slice_of(image, args.slice_index)
@@ -231,6 +232,9 @@ def _run_slice(args, image) -> int:
     if args.task == "inpaint" and mask is None:
         raise ValueError("--task inpaint needs --mask MASK (nonzero = missing)")
 
+    pre = screen(data, args.prior, method=args.method, task=args.task, factor=args.factor, mask=mask,
+                 sigma_y=args.sigma_y)  # the out-of-distribution flag, before the run
+    _warn_ood(pre)
     progress, close = _progress_bars()
     should_stop, restore = _interrupt_flag()
     try:
@@ -272,7 +276,8 @@ def _run_slice(args, image) -> int:
     if check and check["coverage"] is not None:
         print(f"self-check: {check['coverage']:.0%} of {check['pixels']} hidden observed pixels inside the interval"
               + ("" if check["ok"] else " — below 80 %: the intervals look too narrow for this image"))
-    _warn_ood(result.settings["in_distribution"])
+    if pre["ok"] is not False:  # not said twice
+        _warn_ood(result.settings["in_distribution"])
     return 0
 
 
@@ -302,9 +307,11 @@ def _write_dicom(args, image, arrays: dict, axis: int, slices: list[int], settin
 
 
 def _warn_ood(ood: dict) -> None:
-    if ood["ok"] is False:
-        print(f"warning: the input looks unlike the prior's images (misfit {ood['score']:.1f} σ_y² > "
-              f"{ood['threshold']:.1f}): the result may be confident nonsense", file=sys.stderr)
+    from napari_brgm.engine.ood import warning_text
+
+    text = warning_text(ood)
+    if text is not None:
+        print(f"warning: {text}: the result may be confident nonsense", file=sys.stderr)
 
 
 def _volume_mask(path: Path | None):

@@ -4,7 +4,8 @@ For each ground-truth slice the task is simulated as a user would meet it (super
 box-averaged slice; inpainting: masks of each missing-fraction bin; denoising: seeded Gaussian
 noise of `sigma_y`), the method runs through `reconstruct` exactly as in a user's run (same steps,
 samples and options), and `engine.calibration.fit_record` fits λ̂ per pixel group from the
-scores |truth − mean| / (std + ε). Records are merged into `<prior>.calibration.json`.
+scores |truth − mean| / (std + ε). Records are merged into `<prior>.calibration.json`; for a flow
+prior the out-of-distribution reference of the same slices goes to `<prior>.ood.json` (engine/ood.py).
 Use images the prior was not trained on: a prior reconstructs its training images too well, so
 their intervals come out too narrow (docs/evaluation.md measures that bias).
 """
@@ -21,6 +22,7 @@ import numpy as np
 
 from napari_brgm.engine.calibration import (CalibrationError, CalibrationFile, CalibrationRecord, fit_record,
                                             missing_fraction_bin)
+from napari_brgm.engine.ood import calibration_reference
 from napari_brgm.engine.uncertainty import LEVELS, file_sha256
 
 # Inpainting masks, NONZERO = MISSING, one per missing-fraction bin (<=25 %, 25-50 %, >50 %): each
@@ -159,6 +161,7 @@ def calibrate(images: Sequence[np.ndarray], *, prior, method: str = "vi", task: 
         raise CalibrationError(f"nothing could be calibrated from {len(runs)} group(s) of runs: give more images")
     if out is not None:
         target.save(out)
+        calibration_reference(images, prior_path, task, factor, bins, out, sources or (), data_kind)
     return target, records
 
 

@@ -24,8 +24,8 @@ from napari_brgm.engine.intensity import IntensityMap
 from napari_brgm.engine.methods import DipOptions, FlowOptions, IaganOptions, RedDiffOptions
 from napari_brgm.engine.result import Progress, Result
 from napari_brgm.engine.settings import PRIOR_KINDS, Settings, validate_inputs
-from napari_brgm.engine.uncertainty import (calibration_key, file_sha256, in_distribution, load_calibration,
-                                            run_intervals)
+from napari_brgm.engine.ood import judge_run
+from napari_brgm.engine.uncertainty import calibration_key, file_sha256, load_calibration, run_intervals
 from napari_brgm.operators import MaskedOperator, make_operator
 from napari_brgm.priors.cpu import memory_retained
 from napari_brgm.solvers import (
@@ -179,7 +179,8 @@ def finish(prep: Prepared, estimate: _Estimate, progress=None, should_stop=None)
             mean, std, len(samples_in), missing, key=key, level=settings.interval,
             sigma_y=imap.sigma_to_input(sigma_y), value_range=imap.width, calibration=prep.calibration,
             source=prep.calibration_source, prior_sha256=prep.prior_sha, partial=bool(estimate.partial))
-    settings_out["in_distribution"] = in_distribution(misfit, settings_out["interval"].get("misfit_q99"))
+    settings_out["in_distribution"] = judge_run(image, missing, settings, settings_out["prior_path"], prep.kind,
+                                                misfit, settings_out["interval"].get("misfit_q99"))
     if settings.self_check and std is not None:
         settings_out["interval"]["self_check"] = _self_check(image, missing, settings, imap.sigma_to_input(sigma_y),
                                                              progress, should_stop)

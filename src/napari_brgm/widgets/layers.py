@@ -258,25 +258,27 @@ def in_distribution_record(result) -> dict | None:
 
 
 def ood_warning(label: str, record: dict | None, partial: bool = False) -> str | None:
-    """The one-line warning for a run the engine flagged out of distribution (``ok`` False), else None.
+    """The one-line warning for a run (or a pre-run score) the engine flagged out of distribution (``ok`` False).
 
-    ``ok`` None (Deep Image Prior: no trained prior to be out of) and True give no warning.
+    ``ok`` None (Deep Image Prior: no trained prior to be out of; no reference) and True give no warning.
     """
-    if not isinstance(record, dict) or record.get("ok") is not False:
+    from napari_brgm.engine.ood import warning_text
+
+    text = warning_text(record)
+    if text is None:
         return None
-    score, threshold = record.get("score"), record.get("threshold")
-    misfit = ""
-    if score is not None and threshold is not None:
-        source = ", the calibration set's 99th percentile" if record.get("threshold_from") == "calibration" else ""
-        misfit = f" (misfit {_number(score)} σ_y² > {_number(threshold)}{source})"
     cancelled = "; the run was cancelled, and an unfinished fit misfits too" if partial else ""
-    return (f"{label}: the input looks unlike the prior's training images{misfit}{cancelled}: the reconstruction "
-            "and its uncertainty may be confident nonsense; Deep Image Prior needs no trained prior")
+    return (f"{label}: {text}{cancelled}: the reconstruction and its uncertainty may be confident nonsense; "
+            "Deep Image Prior needs no trained prior")
 
 
-def _number(x: float) -> str:
-    """12.3, 4.0, 0.042: one decimal from 1 up, two significant digits below."""
-    return f"{x:.1f}" if abs(x) >= 1 or x == 0 else f"{x:.2g}"
+def screen_request(request: Request) -> dict:
+    """The pre-run out-of-distribution record of a request (`engine.ood.screen`; 20-120 ms, the first call more)."""
+    from napari_brgm.engine.ood import screen
+
+    o = request.options
+    return screen(request.image, o.get("prior"), method=o["method"], task=o["task"], factor=o.get("factor", 1),
+                  mask=request.mask, window=o.get("window"), fit=o.get("fit", "auto"), sigma_y=o.get("sigma_y"))
 
 
 def percent(level: float) -> str:

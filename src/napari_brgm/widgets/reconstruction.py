@@ -159,6 +159,7 @@ class Run(QObject):
 
     progressed = Signal(object)
     sliced = Signal(int, object)
+    screened = Signal(object)  # one slice's pre-run out-of-distribution record, emitted before the engine starts
 
     def __init__(self, request: L.Request, layer: Image, engine):
         super().__init__()
@@ -171,6 +172,7 @@ class Run(QObject):
         self.first: tuple[int, float] | None = None  # (steps done, elapsed) at the first report, for the ETA
         self.last: Progress | None = None
         self.result = None
+        self.warned_ood = False  # the pre-run score already warned
         self.plan = stage_plan(request.options)
         self.fractions: dict[int, float] = {}  # volume runs: the share of each slice's work done (1: finished)
         self.finished_slices: set[int] = set()  # volume runs: the slices handed over
@@ -184,6 +186,8 @@ class Run(QObject):
         return self.request.slices is not None
 
     def _work(self, engine):
+        if not self.volume:  # a volume's slices are judged one by one by the engine
+            self.screened.emit(L.screen_request(self.request))  # off the UI thread: the first call loads the flow
         volume = {"slices": self.request.slices, "on_slice": self.sliced.emit} if self.volume else {}
         return engine(self.request.image, mask=self.request.mask, progress=self.progressed.emit,
                       should_stop=self.stop.is_set, **volume, **self.request.options)
@@ -688,6 +692,7 @@ class ReconstructionWidget(QWidget):
                                Qt.ConnectionType.QueuedConnection)  # the engine hands slices over from the worker
         run.progressed.connect(lambda report, run=run: self._on_progress(run, report),
                                Qt.ConnectionType.QueuedConnection)  # the engine reports from the worker thread
+        run.screened.connect(lambda record, run=run: self._on_screened(run, record), Qt.ConnectionType.QueuedConnection)
         run.worker.returned.connect(lambda result, run=run: self._on_returned(run, result))
         run.worker.errored.connect(lambda exc, run=run: self._on_errored(run, exc))
         run.worker.warned.connect(lambda w: show_warning(str(w[0])))
@@ -737,6 +742,13 @@ class ReconstructionWidget(QWidget):
             self.progress_bar.setValue(run.done)
             self.progress_bar.setFormat(run.status())
             self.loss_plot.set_history(run.losses, run.stage_starts)
+
+    def _on_screened(self, run: Run, record: dict) -> None:
+        """Before the solver starts: warn when the input scores out of distribution (the run goes on)."""
+        text = L.ood_warning(run.request.label, record)
+        if text is not None:
+            run.warned_ood = True
+            show_warning(text)
 
     def _on_slice(self, run: Run, k: int, result) -> None:
         """A volume run finished slice k: into the layers, and the progress moves on."""
@@ -790,7 +802,7 @@ class ReconstructionWidget(QWidget):
         else:
             show_info(f"{run.request.label} finished" + (f": {L.interval_summary(interval)}" if interval else ""))
         ood = L.ood_warning(run.request.label, L.in_distribution_record(result), partial=result.partial)
-        if ood is not None:
+        if ood is not None and not run.warned_ood:
             show_warning(ood)
         if run is self.shown:
             self.status.setText(("cancelled, partial: " if result.partial else "done: ") + names)
