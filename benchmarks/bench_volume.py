@@ -36,10 +36,17 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=201)
     p.add_argument("--methods", default="map,vi")
     p.add_argument("--batches", default="1,4,8")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's; 1 on a busy machine)")
     args = p.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     vol = low_res_slab(args.slices)
     reconstruct_volume(vol[:1], task="superres", factor=4, method="map", steps=2)  # load the prior once
-    print(f"{args.slices} slices {vol.shape[1:]} → ×4, {args.steps} steps per stage")
+    import torch
+
+    print(f"{args.slices} slices {vol.shape[1:]} → ×4, {args.steps} steps per stage, {torch.get_num_threads()} threads")
     print("| method | batch | s / slice | speed-up | mean |Δ mean| / range | max |Δ mean| / range |")
     print("|---|---|---|---|---|---|")
     for method in args.methods.split(","):

@@ -209,3 +209,12 @@ def test_errors():
         plan.model_mask(np.zeros((11, 10)))
     with pytest.raises(ValueError, match=r"\[\.\.\., 64, 64\]"):
         plan.from_model(np.zeros((32, 32)))
+
+
+def test_detail_lost_names_a_reduced_input_only():
+    from napari_brgm.engine.geometry import detail_lost, plan_fit
+
+    reduced = plan_fit((54, 45), 64, factor=4).describe()
+    assert "54x45 reduced to 16x13" in detail_lost(reduced) and "detail is lost" in detail_lost(reduced)
+    assert detail_lost(plan_fit((15, 12), 64, factor=4).describe()) is None  # padded, not reduced
+    assert detail_lost(None) is None

@@ -278,6 +278,7 @@ def _run_slice(args, image) -> int:
               + ("" if check["ok"] else " — below 80 %: the intervals look too narrow for this image"))
     if pre["ok"] is not False:  # not said twice
         _warn_ood(result.settings["in_distribution"])
+    _warn_detail(result.settings)
     return 0
 
 
@@ -304,6 +305,15 @@ def _write_dicom(args, image, arrays: dict, axis: int, slices: list[int], settin
                           description=description, run_id=run_id, uncertainty=args.dicom_uncertainty,
                           overwrite=args.overwrite)
     return [args.out / "dicom" / kind for kind in written]
+
+
+def _warn_detail(settings: dict) -> None:
+    """Say when the input was reduced to fit the prior: the result has at most the prior's resolution."""
+    from napari_brgm.engine.geometry import detail_lost
+
+    note = detail_lost(settings.get("fit"))
+    if note is not None:
+        print(f"note: {note}", file=sys.stderr)
 
 
 def _warn_ood(ood: dict) -> None:
@@ -400,4 +410,5 @@ def _run_volume(args, image) -> int:
     if flagged:
         print(f"warning: {len(flagged)} slice(s) look unlike the prior's images (e.g. z{flagged[0]}): "
               "the result may be confident nonsense there", file=sys.stderr)
+    _warn_detail(first)
     return 130 if partial else 0

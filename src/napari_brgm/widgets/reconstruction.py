@@ -36,6 +36,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_brgm.engine import Progress, reconstruct
+from napari_brgm.engine.geometry import detail_lost
 from napari_brgm.engine.methods import DEFAULT_RESTARTS, METHOD_SPECS, PRIOR_KINDS
 from napari_brgm.engine.settings import INTERVAL_LEVELS, Settings
 from napari_brgm.engine.tasks import TASK_SPECS
@@ -773,6 +774,7 @@ class ReconstructionWidget(QWidget):
         shown = run.layers.finish(result)
         names = [layer.name for layer in shown]
         show_info(V.notification(run.request, result, names))
+        _note_detail(result.settings.get(result.done[0]) if result.done else None)
         bad = V.flagged(result)
         if bad:
             more = f" and {len(bad) - 1} more slices" if len(bad) > 1 else ""
@@ -801,6 +803,7 @@ class ReconstructionWidget(QWidget):
             show_info(f"Cancelled after {run.reports} steps; partial results in: {names}")
         else:
             show_info(f"{run.request.label} finished" + (f": {L.interval_summary(interval)}" if interval else ""))
+        _note_detail(result.settings)
         ood = L.ood_warning(run.request.label, L.in_distribution_record(result), partial=result.partial)
         if ood is not None and not run.warned_ood:
             show_warning(ood)
@@ -827,6 +830,13 @@ class ReconstructionWidget(QWidget):
             self.progress_bar.setFormat(run.status(ended=ended))
         self._update_buttons()
         self.run_finished.emit(run)
+
+
+def _note_detail(settings: dict | None) -> None:
+    """A warning when the input was reduced to fit the prior (the result has at most its resolution)."""
+    note = detail_lost((settings or {}).get("fit"))
+    if note is not None:
+        show_warning(note)
 
 
 def _stop_all(runs: dict) -> None:
