@@ -142,27 +142,41 @@ def test_volume_items_with_slices(tmp_path, thread_cluster, tiny_prior, one_thre
     assert summary["done"] == [0, 1]
 
 
-def test_a_worker_killed_mid_run_loses_no_item(tmp_path, cohort, tiny_prior, monkeypatch):
-    """processes=True: the task of one item ends its worker process (SIGKILL) once; the nanny restarts it."""
+def test_a_worker_killed_mid_run_loses_no_item(tmp_path, cohort, tiny_prior, monkeypatch, capsys):
+    """The CLI's own LocalCluster (2 worker processes): the test ends a worker while it runs an item."""
+    import signal
+    import threading
+    import time
+
     paths, _ = cohort
     good = [p for k, p in enumerate(paths) if k != 3][:4]
     victim = item_id(good[1])
-    marker = tmp_path / "killed"
-    monkeypatch.setenv("NAPARI_BRGM_BATCH_FAULT", f"kill:{victim}:{marker}")
+    marker = tmp_path / "running"
+    monkeypatch.setenv("NAPARI_BRGM_BATCH_FAULT", f"hold:{victim}:{marker}")
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).resolve().parents[2] / "src"),
                                                       os.environ.get("PYTHONPATH", "")]))
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                       dashboard_address=None)
-    client = distributed.Client(cluster, set_as_default=False)
-    try:
-        pids_before = set(client.run(os.getpid).values())
-        rows = batch(good, tmp_path / "out", client=client, prior=tiny_prior, threads_per_worker=1, **FAST)
-        assert marker.exists() and int(marker.read_text()) in pids_before  # a worker really died
-        assert sorted(r["status"] for r in rows) == ["done"] * 4
-        client.wait_for_workers(2, timeout=30)
-        caches = client.run(prior_cache_info)
-        assert {v["misses"] for v in caches.values()} == {1}  # one prior load per worker process, restart included
-        assert set(v["pid"] for v in caches.values()) != pids_before
-    finally:
-        client.close()
-        cluster.close()
+    killed = []
+
+    def killer():
+        deadline = time.time() + 120
+        while time.time() < deadline and not marker.exists():
+            time.sleep(0.05)
+        time.sleep(0.2)
+        if marker.exists():
+            pid = int(marker.read_text())
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    out = tmp_path / "out"
+    code = main(["batch", *map(str, good), "--out", str(out), "--prior", tiny_prior, "--method", "map",
+                 "--steps", "3", "--device", "cpu", "--workers", "2", "--threads-per-worker", "1"])
+    thread.join(5)
+    assert killed, "the held item never started"
+    assert code == 0, capsys.readouterr().err
+    rows = {r["item"]: r for r in read_manifest(out)}
+    assert sorted(r["status"] for r in rows.values()) == ["done"] * 4
+    assert int(rows[victim]["worker"].split(":")[1]) != killed[0]  # rerun on another (or the new) process
+    assert {r["prior_loads"] for r in rows.values()} == {1}  # one prior load per worker process, restart included
+    assert "4 done, 0 failed" in capsys.readouterr().out

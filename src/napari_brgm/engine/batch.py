@@ -244,14 +244,25 @@ def prior_cache_info() -> dict:
 
 
 def _fault(item: str) -> None:
-    """Test hook: end this worker process abruptly once for a matching item (like the OOM killer)."""
+    """Test hook, from the environment of the worker processes (never set in normal use).
+
+    "kill:<pattern>:<marker>": the first item whose id contains the pattern ends its worker process
+    (SIGKILL, like the OOM killer); "hold:<pattern>:<marker>": it writes its pid to the marker and
+    waits up to 60 s, for the test to end the process from outside. The marker makes it happen once.
+    """
     spec = os.environ.get(FAULT_ENV, "")
-    if not spec.startswith("kill:"):
+    mode, _, rest = spec.partition(":")
+    if mode not in ("kill", "hold"):
         return
-    _, pattern, marker = spec.split(":", 2)
-    if pattern in item and not os.path.exists(marker):
-        Path(marker).write_text(str(os.getpid()))
+    pattern, _, marker = rest.partition(":")
+    if pattern not in item or os.path.exists(marker):
+        return
+    Path(marker).write_text(str(os.getpid()))
+    if mode == "kill":
         os.kill(os.getpid(), 9)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        time.sleep(0.05)
 
 
 def _item_summary(folder: Path) -> dict:
@@ -305,6 +316,7 @@ def run_item(item: dict, out: str, settings: dict) -> dict:
         row |= {"status": "failed", "error": str(exc) or type(exc).__name__, "error_type": type(exc).__name__,
                 "traceback": "".join(traceback.format_exception(exc)[-20:])}
     row["seconds"] = round(time.time() - started, 3)
+    row["prior_loads"] = prior_cache_info()["misses"]  # priors loaded by this worker process so far
     return row
 
 
