@@ -180,3 +180,19 @@ def test_a_worker_killed_mid_run_loses_no_item(tmp_path, cohort, tiny_prior, mon
     assert int(rows[victim]["worker"].split(":")[1]) != killed[0]  # rerun on another (or the new) process
     assert {r["prior_loads"] for r in rows.values()} == {1}  # one prior load per worker process, restart included
     assert "4 done, 0 failed" in capsys.readouterr().out
+
+
+def test_gpu_workers_declared_by_the_cluster_are_used(tmp_path, cohort, tiny_prior, one_thread):
+    from napari_brgm.engine.batch import _gpu_workers
+
+    paths, _ = cohort
+    cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, resources={"GPU": 1},
+                                       dashboard_address=None)
+    client = distributed.Client(cluster, set_as_default=False)
+    try:
+        assert _gpu_workers(client) == 1
+        rows = batch(paths[:1], tmp_path / "out", client=client, prior=tiny_prior, **FAST)  # device cpu: no CUDA here
+        assert [r["status"] for r in rows] == ["done"]
+    finally:
+        client.close()
+        cluster.close()
