@@ -1,18 +1,20 @@
 """Items per minute: `napari-brgm batch` (1 worker × 2 threads, 2 workers × 1 thread) vs a shell loop.
 
     python benchmarks/bench_batch.py                     # 6 items, MAP, 101 steps, built-in prior
-    python benchmarks/bench_batch.py --items 12 --steps 201 --configs 1x2,2x1,loop
+    python benchmarks/bench_batch.py --items 12 --steps 201 --configs loop,loop1,1x2,2x1
 
 Items are single axial slices of the Colin27 sample slab at 4 mm (×4 super-resolution onto the
 built-in 64 px prior), written as NIfTI files. Every configuration is timed as the command a user
 would type (a fresh process: torch import, cluster start-up and prior loading included), in the
 same run, so the ratios compare like with like; the loop is `napari-brgm reconstruct` once per
-item, serially. Prints items/minute per configuration and the ratio to the shell loop.
+item, serially, with torch's default threads (`loop`) or OMP_NUM_THREADS=1 (`loop1`; on a loaded
+machine OpenMP's spinning threads can make the default much slower). Prints items/minute per configuration and the ratio to the shell loop.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -46,7 +48,8 @@ def main(argv=None) -> int:
     p.add_argument("--items", type=int, default=6)
     p.add_argument("--steps", type=int, default=101)
     p.add_argument("--method", default="map")
-    p.add_argument("--configs", default="loop,1x2,2x1", help="comma list of loop and WxT (workers × threads)")
+    p.add_argument("--configs", default="loop,loop1,1x2,2x1",
+                   help="comma list of loop, loop1 (one thread) and WxT (workers × threads)")
     args = p.parse_args(argv)
     request = ["--method", args.method, "--steps", str(args.steps), "--device", "cpu"]
     rates: dict[str, float] = {}
@@ -56,10 +59,11 @@ def main(argv=None) -> int:
         for config in args.configs.split(","):
             out = tmp / f"out-{config}"
             started = time.perf_counter()
-            if config == "loop":
+            if config.startswith("loop"):
+                env = os.environ | ({"OMP_NUM_THREADS": "1"} if config == "loop1" else {})
                 for item in items:
                     subprocess.run(_cli("reconstruct", str(item), *request, "--out", str(out / item.stem)),
-                                   check=True, capture_output=True)
+                                   check=True, capture_output=True, env=env)
             else:
                 w, t = config.split("x")
                 done = subprocess.run(_cli("batch", *map(str, items), *request, "--out", str(out), "--workers", w,
@@ -71,11 +75,11 @@ def main(argv=None) -> int:
             rates[config] = args.items / seconds * 60
             print(f"{config:>5}: {seconds:7.1f} s for {args.items} items = {rates[config]:6.2f} items/min", flush=True)
     base = rates.get("loop")
-    print(f"\n{'config':>8} {'items/min':>10} {'vs loop':>8}")
+    print(f"\n{'config':>9} {'items/min':>10} {'vs loop':>8}")
     for config, rate in rates.items():
         ratio = f"{rate / base:.2f}×" if base else "-"
-        label = "loop" if config == "loop" else f"{config[0]} w × {config[-1]} t"
-        print(f"{label:>8} {rate:10.2f} {ratio:>8}")
+        label = {"loop": "loop", "loop1": "loop 1 t"}.get(config) or f"{config[0]} w × {config[-1]} t"
+        print(f"{label:>9} {rate:10.2f} {ratio:>8}")
     return 0
 
 

@@ -196,3 +196,16 @@ def test_gpu_workers_declared_by_the_cluster_are_used(tmp_path, cohort, tiny_pri
     finally:
         client.close()
         cluster.close()
+
+
+def test_without_distributed_the_cli_says_how_to_install_it(tmp_path, cohort, monkeypatch, capsys):
+    import sys
+
+    import napari_brgm
+
+    assert napari_brgm.batch is batch
+    paths, _ = cohort
+    monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed → ImportError
+    assert main(["batch", str(paths[0]), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "pip install 'napari-brgm[batch]'" in err and len(err.strip().splitlines()) == 1

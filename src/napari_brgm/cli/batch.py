@@ -80,6 +80,12 @@ def run(args) -> int:
     from napari_brgm.engine.batch import BatchError, batch, summary_table
 
     options = {k: v for k, v in vars(args).items() if k not in _CLUSTER}
+    if not args.scheduler and args.workers and args.threads_per_worker:
+        from napari_brgm.engine.batch import cpu_cores
+
+        if args.workers * args.threads_per_worker > cpu_cores():
+            print(f"warning: {args.workers} workers × {args.threads_per_worker} threads exceed the {cpu_cores()} "
+                  "cores of this machine: the workers will slow each other down", file=sys.stderr)
     progress = _Progress()
     try:
         rows = batch(args.inputs, args.out, workers=args.workers, threads_per_worker=args.threads_per_worker,

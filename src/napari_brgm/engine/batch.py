@@ -425,7 +425,7 @@ def start_local_cluster(workers: int, dashboard: bool = False, processes: bool =
 def connect(address: str, timeout: float = 60):
     distributed = _require_distributed()
     try:
-        client = distributed.Client(address, timeout=f"{timeout}s", set_as_default=False)
+        client = distributed.Client(address, timeout="10s", set_as_default=False)
         client.wait_for_workers(1, timeout=timeout)
     except (OSError, TimeoutError) as exc:
         raise BatchError(f"cannot reach a Dask scheduler with workers at {address}: {exc}") from exc
@@ -500,7 +500,14 @@ def batch(inputs, out, client=None, *, workers: int | None = None, threads_per_w
         client.register_plugin(plugin, name=plugin.name)
         resources = {"GPU": 1} if gpus else None
         window = max_in_flight or 2 * _worker_threads(client)
-        rows += _run_items(client, distributed, todo, out, settings, digest, retries, window, resources, notify)
+        try:
+            rows += _run_items(client, distributed, todo, out, settings, digest, retries, window, resources, notify)
+        finally:
+            if own_cluster is None:  # a shared cluster: later restarts need not load this prior again
+                try:
+                    client.unregister_worker_plugin(plugin.name)
+                except Exception:  # noqa: BLE001 - best effort on a cluster that is going away
+                    pass
     finally:
         if own_cluster is not None:
             client.close()
