@@ -209,3 +209,16 @@ def test_without_distributed_the_cli_says_how_to_install_it(tmp_path, cohort, mo
     assert main(["batch", str(paths[0]), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "pip install 'napari-brgm[batch]'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_an_unreachable_scheduler_is_one_line_and_exit_2(tmp_path, cohort, tiny_prior, capsys):
+    import socket
+
+    with socket.socket() as s:  # a free port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    paths, _ = cohort
+    code = main(["batch", str(paths[0]), "--out", str(tmp_path / "out"), "--prior", tiny_prior,
+                 "--scheduler", f"tcp://127.0.0.1:{port}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot reach a Dask scheduler" in err and len(err.strip().splitlines()) == 1

@@ -427,7 +427,7 @@ def connect(address: str, timeout: float = 60):
     try:
         client = distributed.Client(address, timeout="10s", set_as_default=False)
         client.wait_for_workers(1, timeout=timeout)
-    except (OSError, TimeoutError) as exc:
+    except Exception as exc:  # noqa: BLE001 - OSError, TimeoutError, a bad address: all mean "not there"
         raise BatchError(f"cannot reach a Dask scheduler with workers at {address}: {exc}") from exc
     return client
 
@@ -480,6 +480,7 @@ def batch(inputs, out, client=None, *, workers: int | None = None, threads_per_w
     notify("start", {"items": len(items), "skipped": len(rows), "todo": len(todo), "out": str(out),
                      "settings_hash": digest})
     if not todo:
+        write_summary(out, read_manifest(out), [it.id for it in items])
         notify("end", {"rows": rows})
         return rows
 
@@ -527,7 +528,7 @@ def _run_items(client, distributed, todo: list[Item], out: Path, settings: dict,
 
     def submit(item: Item):
         attempts[item.id] = attempts.get(item.id, 0) + 1
-        fut = client.submit(run_item, {"input": item.input, "id": item.id}, str(out), settings,
+        fut = client.submit(run_item, {"input": item.input, "id": item.id}, str(out.resolve()), settings,
                             key=f"brgm-{item.id}-{digest}-a{attempts[item.id]}-{uuid.uuid4().hex[:6]}",
                             pure=False, resources=resources)
         running[fut] = item
