@@ -15,6 +15,7 @@ _LAZY = {
     "Result": "napari_brgm.engine",
     "VolumeResult": "napari_brgm.engine",
     "ReadError": "napari_brgm.io",
+    "batch": "napari_brgm.engine.batch",
 }
 
 __all__ = ["__version__", *_LAZY]

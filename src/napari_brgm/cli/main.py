@@ -12,7 +12,7 @@ import sys
 
 from napari_brgm import __version__
 
-SUBCOMMANDS = ("info", "reconstruct", "calibrate", "train", "convert", "demo")
+SUBCOMMANDS = ("info", "reconstruct", "batch", "calibrate", "train", "convert", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -68,6 +68,14 @@ def register(sub) -> None:
     p = sub.add_parser("reconstruct", help="reconstruct a slice (super-resolution, inpainting, denoising)",
                        description=__doc__.split("\n\n")[0])
     p.add_argument("input", type=Path, help="DICOM file or series folder, NIfTI volume or PNG")
+    add_request_arguments(p)
+    p.add_argument("--out", type=Path, required=True, help="output folder (created)")
+    _add_option_flags(p)
+    p.set_defaults(func=run)
+
+
+def add_request_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of one request (task, method, prior, slices, formats...): shared by `reconstruct` and `batch`."""
     p.add_argument("--task", choices=TASKS, default="superres",
                    help="; ".join(f"{name}: {spec.description}" for name, spec in TASK_SPECS.items()))
     p.add_argument("--factor", type=int, default=4, help="super-resolution factor (2-32, divides the prior size)")
@@ -104,9 +112,31 @@ def register(sub) -> None:
                    "it, if any; 'none': uncalibrated); made by napari-brgm calibrate")
     p.add_argument("--self-check", action="store_true", help="inpainting: a second run with 10%% of the observed "
                    "pixels hidden reports their coverage (a check without ground truth)")
-    p.add_argument("--out", type=Path, required=True, help="output folder (created)")
-    _add_option_flags(p)
-    p.set_defaults(func=run)
+
+
+# Python-API spellings of flags whose argparse dest differs
+_ALIASES = {"format": "out_format", "slice": "slice_index"}
+
+
+def request_args(input, out, **options) -> argparse.Namespace:
+    """The Namespace `napari-brgm reconstruct INPUT --out OUT` would build, with `options` (flag dests) applied.
+
+    Defaults are the command line's; an unknown option is a ValueError naming it.
+    """
+    parser = argparse.ArgumentParser(prog="napari-brgm")
+    register(parser.add_subparsers())
+    args = parser.parse_args(["reconstruct", str(input), "--out", str(out)])
+    known = {a.dest for a in parser._subparsers._group_actions[0].choices["reconstruct"]._actions} - {"help"}
+    for name, value in options.items():
+        dest = _ALIASES.get(name, name)
+        if dest not in known or dest in ("input", "out"):
+            raise ValueError(f"unknown reconstruct option {name!r}")
+        if value is None and dest in OPTIONS:
+            continue  # a method option left unset stays absent, as on the command line
+        if dest in ("mask", "input") and value is not None:
+            value = Path(value)
+        setattr(args, dest, value)
+    return args
 
 
 def describe_interval(info: dict) -> str:
@@ -207,18 +237,39 @@ def _engine_options(args) -> dict:
                 **{name: getattr(args, name) for name in OPTIONS if hasattr(args, name)})
 
 
-def _run(args) -> int:
+def _run(args, interactive: bool = True) -> int:
+    """One `reconstruct` request; `interactive=False` (a batch item on a worker thread): no progress bars,
+    no Ctrl-C handler (signals belong to the main thread), nothing printed. Errors are raised."""
     from napari_brgm.io import load_image
 
     if args.slices is not None and args.slice_index is not None:
         raise ValueError("give --slice K (one slice) or --slices (a volume), not both")
     image = load_image(args.input)
     if args.slices is not None:
-        return _run_volume(args, image)
-    return _run_slice(args, image)
+        return _run_volume(args, image, interactive)
+    return _run_slice(args, image, interactive)
 
 
-def _run_slice(args, image) -> int:
+def _quiet(*_args, **_kwargs) -> None:
+    pass
+
+
+def _session(interactive: bool, volume: bool = False):
+    """(progress, should_stop, done): bars and the Ctrl-C flag in a terminal, none of them for a batch item."""
+    if not interactive:
+        return None, None, (lambda *_: None)
+    progress, close = _progress_bars(volume=volume)
+    should_stop, restore = _interrupt_flag()
+
+    def done(*a):
+        restore()
+        close(*a)
+
+    return progress, should_stop, done
+
+
+def _run_slice(args, image, interactive: bool = True) -> int:
+    say = print if interactive else _quiet
     import numpy as np
 
     from napari_brgm.cli.panel import write_panel
@@ -232,16 +283,16 @@ def _run_slice(args, image) -> int:
     if args.task == "inpaint" and mask is None:
         raise ValueError("--task inpaint needs --mask MASK (nonzero = missing)")
 
-    pre = screen(data, args.prior, method=args.method, task=args.task, factor=args.factor, mask=mask,
-                 sigma_y=args.sigma_y)  # the out-of-distribution flag, before the run
-    _warn_ood(pre)
-    progress, close = _progress_bars()
-    should_stop, restore = _interrupt_flag()
+    pre = {"ok": None}
+    if interactive:  # the out-of-distribution flag, before the run
+        pre = screen(data, args.prior, method=args.method, task=args.task, factor=args.factor, mask=mask,
+                     sigma_y=args.sigma_y)
+        _warn_ood(pre)
+    progress, should_stop, done = _session(interactive)
     try:
         result = reconstruct(data, mask=mask, progress=progress, should_stop=should_stop, **_engine_options(args))
     finally:
-        restore()
-        close()
+        done()
 
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -269,16 +320,17 @@ def _run_slice(args, image) -> int:
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     state = "partial result (interrupted)" if result.partial else "done"
-    print(f"{state}: wrote {', '.join(p.name for p in written)} and summary.json to {out}")
+    say(f"{state}: wrote {', '.join(p.name for p in written)} and summary.json to {out}")
     if result.std is not None:
-        print(describe_interval(result.settings["interval"]))
+        say(describe_interval(result.settings["interval"]))
     check = result.settings["interval"].get("self_check")
     if check and check["coverage"] is not None:
-        print(f"self-check: {check['coverage']:.0%} of {check['pixels']} hidden observed pixels inside the interval"
+        say(f"self-check: {check['coverage']:.0%} of {check['pixels']} hidden observed pixels inside the interval"
               + ("" if check["ok"] else " — below 80 %: the intervals look too narrow for this image"))
-    if pre["ok"] is not False:  # not said twice
-        _warn_ood(result.settings["in_distribution"])
-    _warn_detail(result.settings)
+    if interactive:
+        if pre["ok"] is not False:  # not said twice
+            _warn_ood(result.settings["in_distribution"])
+        _warn_detail(result.settings)
     return 0
 
 
@@ -333,9 +385,11 @@ def _volume_mask(path: Path | None):
     return load_image(path).data
 
 
-def _run_volume(args, image) -> int:
+def _run_volume(args, image, interactive: bool = True) -> int:
     import numpy as np
 
+    say = print if interactive else _quiet
+    warn = (lambda text: print(text, file=sys.stderr)) if interactive else _quiet
     from napari_brgm.engine.volume import AXES, parse_slices, reconstruct_volume
     from napari_brgm.io import save_nifti
     from napari_brgm.io.slice_store import KINDS, SliceStore
@@ -355,18 +409,16 @@ def _run_volume(args, image) -> int:
     before = [k for k in store.done() if k in chosen]
     todo = [k for k in chosen if k not in before]
     if before:
-        print(f"{args.out}: {len(before)} of {len(chosen)} slices already done with these parameters"
+        say(f"{args.out}: {len(before)} of {len(chosen)} slices already done with these parameters"
               + ("; continuing with the rest" if todo else "; nothing left to run"))
     partial = False
     if todo:
-        progress, close = _progress_bars(volume=True)
-        should_stop, restore = _interrupt_flag()
+        progress, should_stop, finished_run = _session(interactive, volume=True)
         try:
             vr = reconstruct_volume(volume, axis=axis, slices=todo, mask=mask, progress=progress,
                                     should_stop=should_stop, on_slice=store.save, **options)
         finally:
-            restore()
-            close(None)
+            finished_run(None)
         partial = vr.partial
 
     factor = args.factor if args.task == "superres" else 1
@@ -382,7 +434,7 @@ def _run_volume(args, image) -> int:
         for name, value in outputs.items():
             arrays.setdefault(name, np.full((len(chosen), *plane), np.nan, np.float32))[i] = value
     if not arrays:
-        print("interrupted before the first slice was finished: nothing written", file=sys.stderr)
+        warn("interrupted before the first slice was finished: nothing written")
         return 130
     grid = image.slab(np.moveaxis(arrays["mean"], 0, axis), axis, chosen, factor)
     formats = _formats(args, image)
@@ -392,7 +444,7 @@ def _run_volume(args, image) -> int:
     first = settings[reconstructed[0]] if reconstructed else {}
     if "dicom" in formats:
         if len(finished) < len(chosen):
-            print("DICOM output waits for every slice: rerun with the same --out to finish it", file=sys.stderr)
+            warn("DICOM output waits for every slice: rerun with the same --out to finish it")
         else:
             written += _write_dicom(args, image, arrays, axis, chosen, first)
     summary = {"input": str(args.input), "axis": args.axis, "slices": chosen, "done": finished,
@@ -402,13 +454,14 @@ def _run_volume(args, image) -> int:
                "outputs": [p.name for p in written]}
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     state = "partial result (interrupted; rerun to continue)" if summary["partial"] else "done"
-    print(f"{state}: {len(finished)}/{len(chosen)} slices; wrote {', '.join(p.name for p in written)} and "
+    say(f"{state}: {len(finished)}/{len(chosen)} slices; wrote {', '.join(p.name for p in written)} and "
           f"summary.json to {args.out}")
     if first.get("interval", {}).get("multiplier") is not None or first.get("interval", {}).get("calibrated"):
-        print(describe_interval(first["interval"]))
+        say(describe_interval(first["interval"]))
     flagged = [k for k in reconstructed if settings[k].get("in_distribution", {}).get("ok") is False]
     if flagged:
-        print(f"warning: {len(flagged)} slice(s) look unlike the prior's images (e.g. z{flagged[0]}): "
-              "the result may be confident nonsense there", file=sys.stderr)
-    _warn_detail(first)
+        warn(f"warning: {len(flagged)} slice(s) look unlike the prior's images (e.g. z{flagged[0]}): "
+             "the result may be confident nonsense there")
+    if interactive:
+        _warn_detail(first)
     return 130 if partial else 0
