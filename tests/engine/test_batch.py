@@ -71,7 +71,7 @@ def test_items_from_folders_lists_and_files(tmp_path, cohort):
     assert found[0].id == item_id(tmp_path / "study" / "extra.nii.gz")  # stable: name + hash of the path
     with pytest.raises(BatchError, match="no such file"):
         find_items([tmp_path / "missing"])
-    assert local_sizing(None, None, cores=2) == (1, 2)
+    assert local_sizing(None, None, cores=2) == (2, 1)
     assert local_sizing(None, None, cores=8) == (4, 2)
     assert local_sizing(2, None, cores=2) == (2, 1)
 

@@ -29,8 +29,8 @@ def register(sub) -> None:
     g = p.add_argument_group("cluster")
     g.add_argument("--workers", type=int, help="local worker processes (default: cores / threads per worker)")
     g.add_argument("--threads-per-worker", type=int,
-                   help="torch threads in each worker (default locally: 2 with >= 4 cores, else all cores in one "
-                   "worker; with --scheduler: 1)")
+                   help="torch threads in each worker (default locally: 2 with >= 4 cores, else 1 with a "
+                   "worker per core; with --scheduler: 1)")
     g.add_argument("--scheduler", help="address of a running Dask scheduler (tcp://HOST:PORT) to run on instead "
                    "of a local cluster")
     g.add_argument("--retries", type=int, default=1,
