@@ -30,6 +30,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from napari_brgm.engine.uncertainty import file_sha256
+from napari_brgm.io.slice_store import differing, params_hash
+
 MANIFEST = "manifest.jsonl"
 BATCH_FILE = "batch.json"
 SUMMARY = "summary.csv"
@@ -162,12 +165,6 @@ def request_settings(options: dict) -> dict:
     return json.loads(json.dumps(settings, default=str))
 
 
-def settings_hash(settings: dict) -> str:
-    from napari_brgm.io.slice_store import params_hash
-
-    return params_hash(settings)
-
-
 def _prior_of(settings: dict) -> tuple[str | None, str | None]:
     """(prior file, kind) the request loads, or (None, None) for a method without a prior."""
     from napari_brgm.engine.reconstruction import _resolve_prior
@@ -183,14 +180,6 @@ def _prior_of(settings: dict) -> tuple[str | None, str | None]:
 
 
 # --------------------------------------------------------------------------- workers
-
-def _sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
 
 try:  # distributed is an optional dependency (extra [batch]); the plugin must subclass its WorkerPlugin
     from distributed.diagnostics.plugin import WorkerPlugin as _WorkerPlugin
@@ -219,7 +208,7 @@ class PriorPlugin(_WorkerPlugin):
         torch.set_num_threads(int(self.threads))
         info = {"threads": int(self.threads), "prior_loaded": False, "pid": os.getpid()}
         if self.prior is not None:
-            found = _sha256_file(self.prior)
+            found = file_sha256(self.prior)
             if found != self.sha256:
                 raise RuntimeError(f"prior {self.prior} on worker {getattr(worker, 'address', '?')} has sha256 "
                                    f"{found[:12]}…, the client's has {self.sha256[:12]}…")
@@ -368,8 +357,7 @@ def _check_out(out: Path, settings: dict, digest: str) -> None:
     if path.exists():
         found = json.loads(path.read_text())
         if found.get("settings_hash") != digest:
-            old = found.get("settings", {})
-            changed = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+            changed = differing(found.get("settings", {}), settings)
             raise BatchError(f"{out} holds a batch made with other settings ({', '.join(changed)}; hash "
                              f"{found.get('settings_hash')} vs {digest}); choose another --out")
         return
@@ -471,7 +459,7 @@ def batch(inputs, out, client=None, *, workers: int | None = None, threads_per_w
     settings = request_settings(options)
     if settings["task"] == "inpaint" and settings.get("mask") is None:
         raise BatchError("--task inpaint needs --mask MASK (nonzero = missing), used for every item")
-    digest = settings_hash(settings)
+    digest = params_hash(settings)
     prior, kind = _prior_of(settings)
     _check_out(out, settings, digest)
     done = _done_before(out, digest)
@@ -498,7 +486,7 @@ def batch(inputs, out, client=None, *, workers: int | None = None, threads_per_w
     try:
         gpus = _gpu_workers(client)
         device = settings.get("device", "auto")
-        plugin = PriorPlugin(threads, prior, kind, _sha256_file(prior) if prior else None, device)
+        plugin = PriorPlugin(threads, prior, kind, file_sha256(prior) if prior else None, device)
         client.register_plugin(plugin, name=plugin.name)
         resources = {"GPU": 1} if gpus else None
         window = max_in_flight or 2 * _worker_threads(client)

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from napari_brgm.engine.reconstruction import (_SOLVERS, Prepared, _Estimate, _map_config, _solve_brgm, finish,
-                                               prepare)
+from napari_brgm.engine.reconstruction import (Prepared, _Estimate, _map_config, _solve_brgm, finish, prepare,
+                                               solve)
 from napari_brgm.engine.result import Progress, Result
 from napari_brgm.engine.settings import Settings, validate_inputs
 from napari_brgm.operators.base import LinearOperator
@@ -251,9 +251,7 @@ def _run_group(stack, masks, group: list[int], run_kwargs: dict, report, should_
     if len(preps) == 1:
         prep = preps[0]
         monitor = Monitor(_adapter(report, prep, group), should_stop)
-        estimate = _SOLVERS[prep.settings.method](prep.problem, prep.settings, prep.sigma_y, monitor, prep.plan,
-                                                  prep.model)
-        yield group[0], finish(prep, estimate)
+        yield group[0], finish(prep, solve(prep, monitor))
         return
     first = preps[0]
     stacked = Problem(generator=first.problem.generator,

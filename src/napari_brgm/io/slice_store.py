@@ -23,6 +23,11 @@ def params_hash(params: dict) -> str:
     return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def differing(old: dict, new: dict) -> list[str]:
+    """The keys whose values differ between two recorded parameter sets (for a refusal that says what changed)."""
+    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+
+
 class SliceStore:
     """Per-slice outputs of one run (`params`) in `folder`."""
 
@@ -34,8 +39,7 @@ class SliceStore:
         if run.exists() and not overwrite:
             found = json.loads(run.read_text())
             if found.get("params_hash") != self.hash:
-                changed = sorted(k for k in set(found.get("params", {})) | set(self.params)
-                                 if found.get("params", {}).get(k) != self.params.get(k))
+                changed = differing(found.get("params", {}), self.params)
                 raise FileExistsError(f"{self.folder.parent} holds a run with other parameters ({', '.join(changed)}); "
                                       "use --overwrite to replace it or choose another --out")
         elif overwrite and self.folder.exists():
