@@ -209,12 +209,13 @@ def result_metadata(image: Image, request: Request, result, kind: str) -> dict:
 def _result_geometry(affine: np.ndarray, request: Request, out_shape: tuple[int, int]) -> dict:
     """The reader's affine/shape/spacing for a (1, H', W') slice k, an (n, H', W') slab of a volume run
     starting at slice A, or an (H', W') image, `factor`× finer in-plane."""
-    from napari_brgm.io.geometry import resampled_affine, slice_affine, spacing_from_affine
+    from napari_brgm.io.geometry import resampled_affine, slab_affine, spacing_from_affine
 
     first = request.slices[0] if request.slices else request.slice_index
     if first is not None:
-        affine = slice_affine(affine, first)
-    affine = resampled_affine(affine, request.factor, axes=(1, 2))
+        affine = slab_affine(affine, 0, request.slices or [first], request.factor)
+    else:
+        affine = resampled_affine(affine, request.factor, axes=(1, 2))
     depth = [len(request.slices)] if request.slices else [1] if first is not None else []
     shape = [*depth, *out_shape]
     return {"affine": affine.tolist(), "shape": shape, "spacing": list(spacing_from_affine(affine, len(shape)))}
