@@ -22,6 +22,7 @@ class LinearOperator(torch.nn.Module):
 
     full_row_rank: bool = False  # True when AAᵀ is invertible (every measurement is in range(A))
     gram_scalar: float | None = None  # c when AAᵀ = c·I, which makes A⁺ = Aᵀ/c
+    channel_stride: int = 1  # measurement channels per image channel (2: complex values stored as (re, im))
 
     def __init__(self, noise_sigma: float = 0.0):
         super().__init__()
@@ -45,6 +46,11 @@ class LinearOperator(torch.nn.Module):
     def output_shape(self, input_hw: tuple[int, int]) -> tuple[int, int]:
         """The (h, w) of A·x for an input of spatial size `input_hw`; ValueError if unsupported."""
         raise NotImplementedError
+
+    def observed_count(self, like: torch.Tensor) -> int:
+        """How many real measurement entries one image shaped like `like` [N, C, H, W] has (σ_y²'s dof)."""
+        with torch.no_grad():
+            return int((self.forward(torch.ones_like(like[:1])) != 0).sum())
 
     def project_measurement(self, y: torch.Tensor) -> torch.Tensor:
         """A·A⁺·y: the orthogonal projection onto range(A), i.e. zero the unobserved entries of y.

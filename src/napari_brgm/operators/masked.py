@@ -15,16 +15,17 @@ class MaskedOperator(LinearOperator):
     Same polarity as `Inpainting`: nonzero / True = MISSING. With O = diag(observed):
     forward = O·B(x), adjoint = Bᵀ(O·y), and since B has full row rank (B = SuperResolution or
     Denoising), A⁺·y = Bᵀ(O·B·Bᵀ·O)⁺·O·y — exactly f²·Bᵀ(O·y) for box super-resolution
-    (BBᵀ = I/f²), conjugate gradients on the observed entries for bicubic. The engine uses it
+    (BBᵀ = I/f²), conjugate gradients on the observed entries for bicubic. A blur (not injective) has a
+    regularised pseudo-inverse instead: Bᵀ(O·B·Bᵀ·O + η·I)⁻¹·O·y with η = `inner.pinv_eta`. The engine uses it
     for super-resolution of an input smaller than the prior: the padded measurement pixels are
     missing and never act as data. `noise_sigma` defaults to the inner operator's.
     """
 
     def __init__(self, inner: LinearOperator, mask, noise_sigma: float | None = None):
-        if not getattr(inner, "full_row_rank", False):
+        if not (getattr(inner, "full_row_rank", False) or getattr(inner, "pinv_eta", 0) > 0):
             raise TypeError(
-                f"MaskedOperator needs an inner operator with full row rank (super-resolution, denoising), "
-                f"got {type(inner).__name__}; for inpainting, combine the masks instead"
+                f"MaskedOperator needs an inner operator with full row rank (super-resolution, denoising) or a "
+                f"regularised pseudo-inverse (blur), got {type(inner).__name__}; for inpainting, combine the masks instead"
             )
         super().__init__(inner.noise_sigma if noise_sigma is None else noise_sigma)
         self.inner = inner
@@ -61,7 +62,7 @@ class MaskedOperator(LinearOperator):
         c = getattr(self.inner, "gram_scalar", None)
         if c is not None:
             return self.inner.adjoint(self._keep(y)) / c
-        return self.adjoint(gram_solve(self._masked_gram, self._keep(y), 0.0))
+        return self.adjoint(gram_solve(self._masked_gram, self._keep(y), getattr(self.inner, "pinv_eta", 0.0)))
 
     def project_measurement(self, y: torch.Tensor) -> torch.Tensor:
         return self._keep(y)

@@ -30,13 +30,12 @@ class Problem:
         return self.operator.forward(images) - self.y
 
     def observed_count(self, images: torch.Tensor) -> torch.Tensor:
-        """How many measurement entries are observed (nonzero in A·1) for images shaped like `images`.
+        """How many measurement entries are observed (`LinearOperator.observed_count`) for images shaped like `images`.
 
         Fixed by the operator: counted once per problem, not at every step.
         """
         if self._observed is None:
-            with torch.no_grad():
-                self._observed = (self.operator.forward(torch.ones_like(images[:1])) != 0).sum().clamp_min(1)
+            self._observed = torch.tensor(max(1, self.operator.observed_count(images)), device=images.device)
         return self._observed
 
     def data_fit(self, images: torch.Tensor) -> torch.Tensor:
