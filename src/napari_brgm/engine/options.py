@@ -13,14 +13,14 @@ from dataclasses import dataclass, field, fields
 from functools import cache
 
 
-def option(default, help: str, *, choices=None, minimum=None, above=None, below=None):
+def option(default, help: str, *, choices=None, minimum=None, maximum=None, above=None, below=None):
     """A field of an options dataclass.
 
     help: one line for `--help`, the widget's tooltip and docs/engine.md. choices: the allowed
-    values. minimum (inclusive), above and below (exclusive): the allowed range of a number.
+    values. minimum and maximum (inclusive), above and below (exclusive): the allowed range of a number.
     """
     meta = {"help": help, "choices": None if choices is None else tuple(choices), "minimum": minimum,
-            "above": above, "below": below}
+            "maximum": maximum, "above": above, "below": below}
     return field(default=default, metadata=meta)
 
 
@@ -35,6 +35,7 @@ class OptionInfo:
     help: str
     choices: tuple | None
     minimum: float | None
+    maximum: float | None
     above: float | None
     below: float | None
 
@@ -48,7 +49,7 @@ class OptionInfo:
         """The allowed values: the choices, or the range of a number ("" when any value is allowed)."""
         if self.choices is not None:
             return ", ".join(repr(c) if isinstance(c, str) else str(c) for c in self.choices)
-        bounds = [(self.minimum, "≥"), (self.above, ">"), (self.below, "<")]
+        bounds = [(self.minimum, "≥"), (self.maximum, "≤"), (self.above, ">"), (self.below, "<")]
         return ", ".join(f"{sign} {bound:g}" for bound, sign in bounds if bound is not None)
 
 
@@ -65,6 +66,8 @@ class Options:
                 continue
             if info.minimum is not None and not value >= info.minimum:
                 raise ValueError(f"{info.name} must be at least {info.minimum}, got {value!r}")
+            if info.maximum is not None and not value <= info.maximum:
+                raise ValueError(f"{info.name} must be at most {info.maximum}, got {value!r}")
             if info.above is not None and not value > info.above:
                 raise ValueError(f"{info.name} must be greater than {info.above}, got {value!r}")
             if info.below is not None and not value < info.below:
@@ -87,7 +90,7 @@ def describe(cls: type[Options]) -> tuple[OptionInfo, ...]:
         base = next(a for a in args if a is not type(None))
         infos.append(OptionInfo(name=f.name, type=base, optional=type(None) in args, default=f.default,
                                 help=f.metadata["help"], choices=f.metadata["choices"],
-                                minimum=f.metadata["minimum"], above=f.metadata["above"],
+                                minimum=f.metadata["minimum"], maximum=f.metadata["maximum"], above=f.metadata["above"],
                                 below=f.metadata["below"]))
     return tuple(infos)
 

@@ -7,6 +7,7 @@ run the solver → map every image back to the input's size and units.
 
 from __future__ import annotations
 
+import hashlib
 import time
 import warnings
 from collections.abc import Callable
@@ -145,13 +146,18 @@ def prepare(image, task: str = "superres", factor: int = 4, mask=None, prior=Non
     imap = (IntensityMap.from_window(*settings.window) if settings.window
             else IntensityMap.from_percentiles(image, mask=missing))
     sigma_y = imap.scale_sigma(settings.sigma_y) if settings.sigma_y is not None else DEFAULT_SIGMA_Y
-    operator, y = _measurement(image, missing, plan, settings, sigma_y, imap, channels, dev)
+    sampled, task_notes = None, {}
+    if settings.task == "kspace":
+        sampled, task_notes["kspace"] = kspace_sampling(settings, plan.measurement_hw)
+        if settings.sigma_y is None and settings.task_options.kspace_noise > 0:
+            sigma_y = imap.scale_sigma(settings.task_options.kspace_noise)
+    operator, y = _measurement(image, missing, plan, settings, sigma_y, imap, channels, dev, sampled)
     problem = Problem(generator=model if kind == "stylegan2" else None, operator=operator, y=y)
     settings_out = settings.as_dict() | {"prior_path": None if prior_path is None else str(prior_path),
                                          "device_used": str(dev), "sigma_y_model": sigma_y,
                                          "intensity": imap.as_dict(),
                                          "prior_kind": kind, "prior_resolution": None if model is None else resolution,
-                                         "model_resolution": resolution, "fit": plan.describe()}
+                                         "model_resolution": resolution, "fit": plan.describe()} | task_notes
     return Prepared(image=image, missing=missing, settings=settings, kind=kind, model=model, plan=plan, imap=imap,
                     sigma_y=sigma_y, problem=problem, calibration=calibration, calibration_source=calibration_source,
                     prior_sha=prior_sha, settings_out=settings_out, started=started, load_done=time.perf_counter())
@@ -173,12 +179,20 @@ def finish(prep: Prepared, estimate: _Estimate, progress=None, should_stop=None)
     std = samples_in.std(axis=0, ddof=1 if len(samples_in) > 1 else 0) if estimate.spread else None
     map_image = None if estimate.map is None else back(estimate.map)[0]
     consistent = np.where(missing, mean, image).astype(np.float32) if missing is not None else None
+    zero_filled = sampling = None
+    if settings.task == "kspace":  # the measurement as MRI readers show it, and the estimate with the measured lines
+        op = problem.operator  # KSpace (never wrapped)
+        zero_filled = back(op.zero_filled(problem.y))[0].astype(np.float32)
+        consistent = back(back_project(problem, estimate.mean if estimate.mean is not None
+                                       else estimate.samples.mean(dim=0, keepdim=True)))[0].astype(np.float32)
+        sampling = op.sampled.cpu().numpy().copy()
     lower = upper = None
     settings_out["interval"] = {"level": settings.interval, "calibrated": False, "calibration": None,
                                 "reason": "point estimate: no samples"}
     if std is not None:
         key = calibration_key(settings.method, settings.task, settings.factor, missing, settings.steps,
-                              len(samples_in), settings.interval, sigma_y, _vi_posterior(settings))
+                              len(samples_in), settings.interval, sigma_y, _vi_posterior(settings),
+                              task_key(settings))
         lower, upper, settings_out["interval"] = run_intervals(
             mean, std, len(samples_in), missing, key=key, level=settings.interval,
             sigma_y=imap.sigma_to_input(sigma_y), value_range=imap.width, calibration=prep.calibration,
@@ -194,7 +208,7 @@ def finish(prep: Prepared, estimate: _Estimate, progress=None, should_stop=None)
     return Result(mean=mean.astype(np.float32), samples=samples_in.astype(np.float32),
                   std=None if std is None else std.astype(np.float32), map=map_image, consistent=consistent,
                   losses=estimate.losses, partial=bool(estimate.partial), settings=settings_out, lower=lower,
-                  upper=upper)
+                  upper=upper, zero_filled=zero_filled, sampling_mask=sampling)
 
 
 SELF_CHECK_FRACTION = 0.1  # of the observed pixels hidden by the self-check
@@ -417,13 +431,19 @@ def _gray(t: torch.Tensor) -> np.ndarray:
 
 
 def _measurement(image, missing, plan, settings: Settings, sigma_y: float, imap: IntensityMap, channels: int,
-                 device: torch.device):
-    """The forward operator at the prior's resolution and the measurement y [1, C, h, w]."""
+                 device: torch.device, sampled: np.ndarray | None = None):
+    """The forward operator at the prior's resolution and the measurement y [1, C, h, w] ([1, 2C, h, w] for k-space,
+    simulated from the image: `sampled` is the k-space mask)."""
     y = torch.as_tensor(plan.to_model(imap.to_model(image)), dtype=torch.float32, device=device)
     y = y.reshape(1, 1, *y.shape[-2:]).expand(1, channels, -1, -1).contiguous()
-    if settings.task == "superres":
-        operator = make_operator("superres", factor=settings.factor, kind=settings.task_options.sr_kind,
-                                 noise_sigma=sigma_y)
+    if settings.task == "kspace":
+        return _kspace_measurement(y, sampled, settings, sigma_y, imap, device)
+    if settings.task in ("superres", "deblur"):
+        if settings.task == "superres":
+            operator = make_operator("superres", factor=settings.factor, kind=settings.task_options.sr_kind,
+                                     noise_sigma=sigma_y)
+        else:
+            operator = _blur(settings.task_options, plan.scale, sigma_y)
         unobserved = plan.measurement_padding()
         if unobserved is not None:
             operator = MaskedOperator(operator, torch.as_tensor(unobserved, device=device), noise_sigma=sigma_y)
@@ -435,6 +455,89 @@ def _measurement(image, missing, plan, settings: Settings, sigma_y: float, imap:
         else:
             operator = make_operator("denoise", sigma=sigma_y)
     return operator.to(device), operator.project_measurement(y)
+
+
+def kspace_sampling(settings: Settings, hw: tuple[int, int]) -> tuple[np.ndarray, dict]:
+    """The run's k-space mask (bool [hw], True = sampled) and its description for Result.settings["kspace"].
+
+    A line mask along the phase-encode axis (seeded by `mask_seed`, else the run's seed), or the user's
+    `kspace_mask` (a file, or an array from Python) at the model's k-space size `hw`. The array itself is
+    not recorded: the settings name it by its hash.
+    """
+    from napari_brgm.operators.kspace_masks import MaskInfo, sampling_mask, user_mask
+
+    opts = settings.task_options
+    axis = -1 if opts.phase_axis == "columns" else -2
+    given = opts.kspace_mask
+    if given is None:
+        seed = settings.seed if opts.mask_seed is None else opts.mask_seed
+        sampled = sampling_mask(hw, opts.acceleration, opts.center_fraction, opts.mask_type, seed=seed, axis=axis)
+        info = MaskInfo.of(sampled, opts.mask_type, axis).as_dict() | {"seed": seed}
+    else:
+        sampled = user_mask(_mask_array(given), hw, "the k-space mask" if not isinstance(given, str) else given)
+        info = MaskInfo.of(sampled, "user").as_dict()
+        if not isinstance(given, str):
+            opts.kspace_mask = f"array:{hashlib.sha1(np.packbits(sampled).tobytes()).hexdigest()[:12]}"
+    center = opts.center_fraction if opts.center_fraction is not None else (0.08 if opts.acceleration < 8 else 0.04)
+    info |= {"acceleration": opts.acceleration, "center_fraction": center if given is None else None,
+             "axis": opts.phase_axis, "grid": list(hw), "noise": opts.kspace_noise,
+             "domain": "real image (magnitude-simulated, Hermitian k-space)"}
+    return sampled, info
+
+
+def _mask_array(given) -> np.ndarray:
+    """A k-space mask given as an array, a .npy file or an image file the readers know."""
+    if not isinstance(given, str):
+        return np.asarray(given)
+    if given.startswith("array:"):
+        raise ValueError(f"this run's k-space mask was an array ({given}); pass the array again as kspace_mask=")
+    path = Path(given).expanduser()
+    if not path.is_file():
+        raise ValueError(f"k-space mask file not found: {path}")
+    if path.suffix.lower() == ".npy":
+        try:
+            return np.load(path, allow_pickle=False)
+        except ValueError as err:
+            raise ValueError(f"{path} is not a plain numpy array: {err}") from None
+    from napari_brgm.io import load_image
+
+    return load_image(path).data
+
+
+def _kspace_measurement(x: torch.Tensor, sampled: np.ndarray, settings: Settings, sigma_y: float, imap: IntensityMap,
+                        device: torch.device):
+    """(KSpace operator, y = M ⊙ (F_c x + n)): the slice's k-space simulated at the model's grid, seeded noise of
+    `kspace_noise` (input units) on every real and imaginary part of the sampled entries. y is not projected on
+    range(A): noisy mirror pairs need not be conjugate, and the least-squares data term does not need it."""
+    operator = make_operator("kspace", sampled=torch.as_tensor(sampled), noise_sigma=sigma_y).to(device)
+    y = operator(x)
+    noise = imap.scale_sigma(settings.task_options.kspace_noise)
+    if noise > 0:
+        gen = torch.Generator().manual_seed(settings.seed + 7)
+        n = torch.randn(y.shape, generator=gen, dtype=y.dtype).to(device) * noise
+        y = y + n * operator.sampled.to(y)  # noise on the sampled entries only: y is 0 off the mask
+    return operator, y
+
+
+def task_key(settings: Settings) -> dict:
+    """The task's fields of a calibration key beyond the factor / missing fraction: what changes the error's scale."""
+    opts = settings.task_options
+    if settings.task == "kspace":
+        return {"acceleration": float(opts.acceleration),
+                "mask_type": "user" if opts.kspace_mask is not None else opts.mask_type}
+    if settings.task == "deblur":
+        return {"psf": opts.psf, "psf_size": float(opts.psf_sigma if opts.psf == "gaussian" else opts.psf_width)}
+    return {}
+
+
+def _blur(opts, scale: float, sigma_y: float):
+    """The blur of the input's PSF at the model's grid: its size in input pixels times the fit's scale."""
+    from napari_brgm.operators import Blur
+
+    size = (opts.psf_sigma if opts.psf == "gaussian" else opts.psf_width) * scale
+    if opts.psf == "box":
+        size = max(1.0, size)
+    return Blur.of(opts.psf, size, noise_sigma=sigma_y)
 
 
 def _progress_adapter(progress, plan, imap: IntensityMap, started: float):

@@ -34,7 +34,8 @@ class Result:
     `lower`/`upper` bound the central interval of level `settings["interval"]["level"]` (methods
     with samples; None otherwise): calibrated per pixel group when a calibration record matched
     (`settings["interval"]["calibrated"]`), else mean ∓ m_S·std (engine/uncertainty.py).
-    `consistent` is the inpainting result with observed pixels kept (None for other tasks);
+    `consistent` is the inpainting result with observed pixels kept, for k-space the mean with the measured
+    lines re-inserted (x + A⁺(y − A·x)); None for other tasks;
     `partial` is True when the run was cancelled before its last step.
     """
 
@@ -48,3 +49,5 @@ class Result:
     settings: dict[str, Any]  # everything needed to reproduce the run, plus timings
     lower: np.ndarray | None = None  # [H', W'] lower end of the central interval (methods with samples)
     upper: np.ndarray | None = None  # [H', W'] upper end
+    zero_filled: np.ndarray | None = None  # [H', W'] k-space: |F^H(M ⊙ y)|, the zero-filled image, input units
+    sampling_mask: np.ndarray | None = None  # [R, R] k-space: True = sampled, centred (the model's k-space grid)

@@ -34,7 +34,7 @@ class Settings:
     `method_options` (their dataclasses: `engine.tasks.TASK_SPECS`, `engine.methods.METHOD_SPECS`).
     """
 
-    task: str = "superres"  # "superres", "inpaint" or "denoise"
+    task: str = "superres"  # "superres", "inpaint", "denoise", "kspace" (undersampled MRI) or "deblur"
     factor: int = 4  # super-resolution factor (outputs are factor× the input size); 1 for the other tasks
     prior: str | None = None  # built-in prior name or checkpoint path
     method: str = "map"  # "map", "vi" (BRGM), "csgm", "iagan", "dip", "reddiff" or "flow" (docs/engine.md)
@@ -121,6 +121,9 @@ class Settings:
             raise ValueError(f"window width must be positive, got {self.window}")
         if not self.bp_eta >= 0:
             raise ValueError(f"bp_eta must be >= 0, got {self.bp_eta}")
+        if self.task == "kspace" and getattr(self.method_options, "perceptual_weights", None) is not None:
+            raise ValueError("the perceptual term compares images; a k-space measurement is not one: leave "
+                             "perceptual_weights unset for task 'kspace'")
         if self.interval not in INTERVAL_LEVELS:
             raise ValueError(f"interval must be one of {INTERVAL_LEVELS}, got {self.interval!r}")
         self.task_options.validate()
@@ -159,6 +162,9 @@ def _not_here(option: str, settings: Settings) -> str:
 def validate_inputs(image, mask, settings: Settings) -> tuple[np.ndarray, np.ndarray | None]:
     """Check the image and mask against the task; return float32 image and boolean missing-mask."""
     image = np.asarray(image)
+    if np.iscomplexobj(image):
+        raise ValueError("the image is complex: every task reconstructs a real-valued image (k-space is simulated "
+                         "from it); pass its magnitude (numpy.abs) or a phase-corrected real part")
     if image.ndim != 2:
         raise ValueError(f"image must be a 2-D array (one slice), got shape {image.shape}")
     if min(image.shape) < 2:

@@ -129,7 +129,7 @@ def _fit_one(problem: Problem, cfg: DipConfig, seed: int, image_hw: tuple[int, i
     h, w = image_hw
     shown = 1 + offset // cfg.steps  # restarts in the preview (this one included)
     device = problem.device
-    channels = problem.y.shape[1]
+    channels = problem.y.shape[1] // problem.operator.channel_stride
     net = build_network(cfg, channels, seed).to(device).train().to(memory_format=torch.channels_last)
     gen = torch.Generator(device=device).manual_seed(seed)
     z = 0.1 * torch.rand((1, cfg.input_channels, h, w), generator=gen, device=device)  # DIP's U(0, 0.1) input
