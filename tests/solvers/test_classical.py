@@ -71,6 +71,13 @@ def test_random_mask_helper_matches_the_fastmri_golden_vector():
     assert (int(mask.sum()), digest) == (69, "a64a33ca6358")
 
 
+def test_random_mask_helper_is_the_operators_mask():
+    masks = pytest.importorskip("napari_brgm.operators.kspace_masks", reason="the k-space masks are not on this branch yet")
+    for width, cf, acceleration in ((256, 0.08, 4), (256, 0.04, 8), (368, 0.08, 4)):
+        expected = _random_mask(width, cf, acceleration, 42)
+        np.testing.assert_array_equal(masks.line_mask(width, acceleration, cf, "random", seed=42), expected)
+
+
 def test_zero_filled_is_the_magnitude_of_the_masked_inverse_fft():
     rng = np.random.default_rng(1)
     x = rng.random((16, 12))
@@ -135,8 +142,8 @@ def test_kspace_baselines_reproduce_the_colin27_anchor():
 
 
 def test_psfs_are_normalised_symmetric_odd_and_centred():
-    for psf, size in ((gaussian_psf(1.5), 11), (gaussian_psf(2.0, size=7), 7), (box_psf(5), 5), (box_psf(4), 5),
-                      (box_psf(1), 1)):
+    for psf, size in ((gaussian_psf(1.5), 13), (gaussian_psf(2.0, size=7), 7), (box_psf(5), 5), (box_psf(4), 5),
+                      (box_psf(1), 1), (box_psf(2.5), 3)):
         assert psf.shape == (size, size) and psf.dtype == np.float64
         assert psf.sum() == pytest.approx(1.0, abs=1e-12)
         np.testing.assert_allclose(psf, psf[::-1, :], atol=1e-15)
@@ -145,9 +152,18 @@ def test_psfs_are_normalised_symmetric_odd_and_centred():
         assert psf[size // 2, size // 2] == psf.max()
     np.testing.assert_allclose(box_psf(3), np.full((3, 3), 1 / 9))
     np.testing.assert_allclose(box_psf(2)[1], [0.125, 0.25, 0.125])  # width 2: [½, 1, ½] / 2 per axis
-    for bad in (lambda: gaussian_psf(0), lambda: gaussian_psf(1, size=4), lambda: box_psf(0), lambda: box_psf(2.5)):
+    np.testing.assert_allclose(box_psf(2.5)[1] / box_psf(2.5)[1, 1], [0.75, 1, 0.75])  # partial edge pixels
+    for bad in (lambda: gaussian_psf(0), lambda: gaussian_psf(1, size=4), lambda: box_psf(0.5)):
         with pytest.raises(ValueError):
             bad()
+
+
+def test_psfs_are_the_blur_operators_kernels():
+    blur = pytest.importorskip("napari_brgm.operators.blur", reason="the deblur operator is not on this branch yet")
+    for sigma in (0.7, 1.5, 3.0):
+        np.testing.assert_allclose(gaussian_psf(sigma), blur.gaussian_psf(sigma), atol=1e-15)
+    for width in (1, 2, 3, 4, 5, 2.5, 7.3):
+        np.testing.assert_allclose(box_psf(width), blur.box_psf(width), atol=1e-15)
 
 
 def _circular_blur(x, psf):

@@ -151,38 +151,42 @@ def tv_kspace(kspace, sampled, lam: float = 3e-3, iterations: int = 300, real: b
 # --- deblurring -----------------------------------------------------------------------------------
 
 
+GAUSSIAN_SUPPORT = 4.0  # the default Gaussian kernel is cut at ±4σ (as operators.blur)
+
+
 def gaussian_psf(sigma: float, size: int | None = None) -> np.ndarray:
     """A 2-D isotropic Gaussian kernel exp(−r²/(2σ²)) normalised to sum 1 (float64, pure numpy).
 
-    `size` (odd) defaults to 2·⌈3σ⌉ + 1; the centre is at (size//2, size//2).
+    `size` (odd) defaults to 2·⌈4σ⌉ + 1; the centre is at (size//2, size//2).
     """
+    sigma = float(sigma)
     if not sigma > 0:
-        raise ValueError(f"sigma must be positive, got {sigma}")
+        raise ValueError(f"sigma must be positive, got {sigma:g}")
     if size is None:
-        size = 2 * int(np.ceil(3 * sigma)) + 1
+        size = 2 * int(np.ceil(GAUSSIAN_SUPPORT * sigma)) + 1
     if int(size) != size or size < 1 or size % 2 == 0:
         raise ValueError(f"size must be a positive odd integer, got {size}")
     r = np.arange(int(size)) - int(size) // 2
-    g = np.exp(-(r.astype(np.float64) ** 2) / (2 * float(sigma) ** 2))
+    g = np.exp(-0.5 * (r / sigma) ** 2)
     kernel = np.outer(g, g)
     return kernel / kernel.sum()
 
 
-def box_psf(width: int) -> np.ndarray:
-    """A 2-D box (uniform) kernel of `width` pixels normalised to sum 1 (float64, pure numpy).
+def box_psf(width: float) -> np.ndarray:
+    """A 2-D box (uniform) kernel `width` pixels wide normalised to sum 1 (float64, pure numpy).
 
-    Odd width: width × width ones. Even width: size width + 1 with half weights on the two outer
-    rows/columns (per axis [½, 1, …, 1, ½]), so the kernel stays symmetric about its centre
-    (size//2, size//2) and still averages over `width` pixels.
+    Per axis each pixel [t − ½, t + ½] is weighted by its overlap with the box [−width/2, width/2],
+    on the odd support 2·⌈width/2 − ½⌉ + 1 centred at size//2: odd integer widths give width ×
+    width ones, even ones [½, 1, …, 1, ½] (width + 1 taps), non-integer ones partial edge weights, so
+    the kernel stays symmetric about its centre and averages over exactly `width` pixels.
     """
-    if int(width) != width or width < 1:
-        raise ValueError(f"width must be a positive integer, got {width}")
-    width = int(width)
-    if width % 2:
-        b = np.ones(width)
-    else:
-        b = np.ones(width + 1)
-        b[0] = b[-1] = 0.5
+    width = float(width)
+    if not width >= 1:
+        raise ValueError(f"width must be at least 1 pixel, got {width:g}")
+    half = width / 2
+    n = int(np.ceil(half - 0.5))
+    t = np.arange(-n, n + 1)
+    b = np.clip(np.minimum(t + 0.5, half) - np.maximum(t - 0.5, -half), 0, None)
     kernel = np.outer(b, b)
     return kernel / kernel.sum()
 
