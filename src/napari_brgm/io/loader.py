@@ -8,20 +8,22 @@ from pathlib import Path
 from napari_brgm.io.dicom import read_dicom_file
 from napari_brgm.io.dicom_series import read_dicom_series
 from napari_brgm.io.errors import ReadError
+from napari_brgm.io.fastmri import read_fastmri
 from napari_brgm.io.image import MedicalImage
 from napari_brgm.io.nifti import read_nifti
 from napari_brgm.io.png import read_png
 from napari_brgm.io.sniff import format_from_content, format_from_name
 
-_READERS = {"dicom": read_dicom_file, "nifti": read_nifti, "png": read_png}
-_NAMES = {"dicom": "DICOM", "nifti": "NIfTI", "png": "PNG"}
-SUPPORTED = "DICOM files, folders holding one DICOM series, NIfTI (.nii, .nii.gz) and grayscale PNG"
+_READERS = {"dicom": read_dicom_file, "nifti": read_nifti, "png": read_png, "fastmri": read_fastmri}
+_NAMES = {"dicom": "DICOM", "nifti": "NIfTI", "png": "PNG", "fastmri": "fastMRI HDF5"}
+SUPPORTED = ("DICOM files, folders holding one DICOM series, NIfTI (.nii, .nii.gz), grayscale PNG "
+             "and fastMRI single-coil k-space (.h5)")
 
 
 def load_image(path: str | Path) -> MedicalImage:
-    """Read a DICOM file, a DICOM series folder, a NIfTI volume or a grayscale PNG.
+    """Read a DICOM file, a DICOM series folder, a NIfTI volume, a grayscale PNG or a fastMRI .h5 file.
 
-    The format comes from the content (DICOM marker, NIfTI header, PNG signature); a known
+    The format comes from the content (DICOM marker, NIfTI header, PNG / HDF5 signature); a known
     extension that contradicts the content is refused rather than guessed around. Library
     warnings are silenced: every problem surfaces as one ReadError naming the path and the reason.
     """

@@ -1,4 +1,4 @@
-"""npe2 reader contribution: DICOM files and series folders, NIfTI volumes.
+"""npe2 reader contribution: DICOM files and series folders, NIfTI volumes, fastMRI single-coil .h5 files.
 
 napari 0.9 wraps an exception raised by a reader function in ReaderPluginError and, when the user
 opened the file from the GUI, raises a second generic ReaderPluginError or opens the reader-choice
@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from napari_brgm.io.errors import ReadError
+from napari_brgm.io.fastmri import claims_fastmri
 from napari_brgm.io.layer import layer_data
 from napari_brgm.io.loader import load_image
 from napari_brgm.io.sniff import DICOM_SUFFIXES, NIFTI_SUFFIXES, is_dicom_file
@@ -29,8 +30,8 @@ def _claims_folder(folder: Path) -> bool:
 def get_reader(path):
     """Return `read_path` for paths this plugin handles, else None (quickly, from names and 132 bytes).
 
-    Handled: folders (DICOM series), *.dcm/*.dicom/*.ima, *.nii/*.nii.gz, and files of any name
-    with the DICOM marker. Lists of paths (napari's stack mode), PNG and everything else are declined.
+    Handled: folders (DICOM series), *.dcm/*.dicom/*.ima, *.nii/*.nii.gz, files of any name
+    with the DICOM marker, and HDF5 files holding a 'kspace' dataset (fastMRI). Lists of paths (napari's stack mode), PNG and everything else are declined.
     """
     if not isinstance(path, (str, Path)):
         return None
@@ -39,6 +40,8 @@ def get_reader(path):
         return read_path if _claims_folder(p) else None
     name = p.name.lower()
     if name.endswith(NIFTI_SUFFIXES) or name.endswith(DICOM_SUFFIXES) or is_dicom_file(p):
+        return read_path
+    if claims_fastmri(p):
         return read_path
     return None
 

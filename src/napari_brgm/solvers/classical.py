@@ -1,6 +1,19 @@
-"""Classical baselines every learned method must beat: bicubic interpolation, biharmonic inpainting, NLM denoising.
+"""Classical baselines every learned method must beat.
 
-Both work on 2-D numpy arrays in any units and need no prior; the benchmarks compare against them.
+Bicubic interpolation (super-resolution), biharmonic inpainting, NLM denoising, zero-filled and
+FISTA-TV reconstruction of undersampled single-coil Cartesian k-space, Wiener and Richardson-Lucy
+deblurring, and the Gaussian / box PSFs of the deblurring task. All work on 2-D numpy arrays and need
+no prior; the benchmarks compare against them.
+
+k-space conventions (../shared/docs/mri-kspace.md §1-§4): the centred orthonormal FFT
+F_c = fftshift ∘ fft2(norm="ortho") ∘ ifftshift of `napari_brgm.operators.fourier` (DC at
+(H//2, W//2)); the measurement is y = M ⊙ F_c x with M a binary mask of sampled k-space entries:
+either a 1-D mask over the phase-encode columns (length W, broadcast over the rows, fastMRI's
+layout) or a full (H, W) mask.
+
+Blur convention: circular convolution with a kernel whose centre is at index (kh//2, kw//2), i.e.
+y = F_c^H(Ĥ ⊙ F_c x) with Ĥ = √(HW)·F_c(kernel zero-padded to H×W, centre at (H//2, W//2)), which is
+also what skimage's `wiener` assumes.
 """
 
 from __future__ import annotations
@@ -51,3 +64,181 @@ def nlm_denoise(image, sigma: float) -> np.ndarray:
         raise ValueError(f"sigma must be positive, got {sigma}")
     return denoise_nl_means(image, patch_size=5, patch_distance=6, h=0.8 * sigma, sigma=sigma,
                             fast_mode=True).astype(np.float32)
+
+
+# --- undersampled single-coil Cartesian k-space -------------------------------------------------
+
+
+def _fft2c(x: np.ndarray) -> np.ndarray:
+    return np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(x, axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
+
+
+def _ifft2c(k: np.ndarray) -> np.ndarray:
+    return np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(k, axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
+
+
+def _kspace_and_mask(kspace, sampled) -> tuple[np.ndarray, np.ndarray]:
+    """(M ⊙ y as complex128 (H, W), M as bool (H, W)) from a 2-D k-space and a 1-D column or 2-D mask."""
+    kspace = np.asarray(kspace)
+    if kspace.ndim != 2:
+        raise ValueError(f"k-space must be 2-D (H, W), got shape {kspace.shape}")
+    mask = np.asarray(sampled)
+    if mask.ndim == 1:
+        if mask.shape[0] != kspace.shape[1]:
+            raise ValueError(f"a 1-D mask lists the W = {kspace.shape[1]} phase-encode columns, got length {mask.shape[0]}")
+        mask = np.broadcast_to(mask[None, :], kspace.shape)
+    elif mask.shape != kspace.shape:
+        raise ValueError(f"the mask must have shape (W,) or {kspace.shape}, got {mask.shape}")
+    mask = mask != 0
+    if not mask.any():
+        raise ValueError("the mask samples no k-space entry")
+    return np.where(mask, kspace.astype(np.complex128), 0), mask
+
+
+def zero_filled(kspace, sampled) -> np.ndarray:
+    """The zero-filled reconstruction |F_c^H(M ⊙ y)| (fastMRI's baseline; always report it).
+
+    `kspace` is the (H, W) complex measurement (or the full k-space: entries outside the mask are
+    zeroed here), `sampled` the mask: 1-D over the W phase-encode columns or 2-D (H, W). Returns the
+    float32 magnitude image.
+    """
+    y, _ = _kspace_and_mask(kspace, sampled)
+    return np.abs(_ifft2c(y)).astype(np.float32)
+
+
+def tv_kspace(kspace, sampled, lam: float = 3e-3, iterations: int = 300, real: bool = True) -> np.ndarray:
+    """FISTA for min_x ½‖M ⊙ F_c x − y‖² + λ·TV_iso(x) (../shared/docs/mri-kspace.md §10, the primary baseline).
+
+    Step 1 (‖M F_c‖ = 1), `iterations` FISTA steps from x₀ = A^H y (the zero-filled image, real part
+    if `real`); the prox of λ·TV is skimage's `denoise_tv_chambolle(v, weight=λ, max_num_iter=50)`,
+    argmin_u TV_iso(u) + ‖u − v‖²/(2λ). `real=True`: x ∈ ℝ^{H×W} (the gradient is
+    Re F_c^H(M ⊙ (F_c x − y)); suits real / phase-corrected images and sees each sampled column and its
+    mirror); `real=False`: x ∈ ℂ^{H×W} with the TV prox on the real and imaginary parts separately.
+    λ is in the units of the image (λ ∈ {1e-3, 3e-3, 1e-2} for images with max 1). Returns the real
+    image (`real=True`) or |x| as float32.
+    """
+    from skimage.restoration import denoise_tv_chambolle
+
+    if not lam >= 0:
+        raise ValueError(f"lam must be non-negative, got {lam}")
+    if int(iterations) != iterations or iterations < 0:
+        raise ValueError(f"iterations must be a non-negative integer, got {iterations}")
+    y, mask = _kspace_and_mask(kspace, sampled)
+
+    def grad(x):
+        r = _ifft2c(np.where(mask, _fft2c(x) - y, 0))
+        return r.real if real else r
+
+    def prox(v):
+        if lam == 0:
+            return v
+        if real:
+            return denoise_tv_chambolle(v, weight=lam, max_num_iter=50)
+        u = denoise_tv_chambolle(np.stack([v.real, v.imag], axis=-1), weight=lam, max_num_iter=50, channel_axis=-1)
+        return u[..., 0] + 1j * u[..., 1]
+
+    x = _ifft2c(y)
+    x = x.real if real else x
+    z, t = x, 1.0
+    for _ in range(int(iterations)):
+        x_new = prox(z - grad(z))
+        t_new = (1 + np.sqrt(1 + 4 * t * t)) / 2
+        z = x_new + ((t - 1) / t_new) * (x_new - x)
+        x, t = x_new, t_new
+    return (x if real else np.abs(x)).astype(np.float32)
+
+
+# --- deblurring -----------------------------------------------------------------------------------
+
+
+GAUSSIAN_SUPPORT = 4.0  # the default Gaussian kernel is cut at ±4σ (as operators.blur)
+
+
+def gaussian_psf(sigma: float, size: int | None = None) -> np.ndarray:
+    """A 2-D isotropic Gaussian kernel exp(−r²/(2σ²)) normalised to sum 1 (float64, pure numpy).
+
+    `size` (odd) defaults to 2·⌈4σ⌉ + 1; the centre is at (size//2, size//2).
+    """
+    sigma = float(sigma)
+    if not sigma > 0:
+        raise ValueError(f"sigma must be positive, got {sigma:g}")
+    if size is None:
+        size = 2 * int(np.ceil(GAUSSIAN_SUPPORT * sigma)) + 1
+    if int(size) != size or size < 1 or size % 2 == 0:
+        raise ValueError(f"size must be a positive odd integer, got {size}")
+    r = np.arange(int(size)) - int(size) // 2
+    g = np.exp(-0.5 * (r / sigma) ** 2)
+    kernel = np.outer(g, g)
+    return kernel / kernel.sum()
+
+
+def box_psf(width: float) -> np.ndarray:
+    """A 2-D box (uniform) kernel `width` pixels wide normalised to sum 1 (float64, pure numpy).
+
+    Per axis each pixel [t − ½, t + ½] is weighted by its overlap with the box [−width/2, width/2],
+    on the odd support 2·⌈width/2 − ½⌉ + 1 centred at size//2: odd integer widths give width ×
+    width ones, even ones [½, 1, …, 1, ½] (width + 1 taps), non-integer ones partial edge weights, so
+    the kernel stays symmetric about its centre and averages over exactly `width` pixels.
+    """
+    width = float(width)
+    if not width >= 1:
+        raise ValueError(f"width must be at least 1 pixel, got {width:g}")
+    half = width / 2
+    n = int(np.ceil(half - 0.5))
+    t = np.arange(-n, n + 1)
+    b = np.clip(np.minimum(t + 0.5, half) - np.maximum(t - 0.5, -half), 0, None)
+    kernel = np.outer(b, b)
+    return kernel / kernel.sum()
+
+
+def _check_blur_inputs(image, psf) -> tuple[np.ndarray, np.ndarray]:
+    image = np.asarray(image, dtype=np.float64)
+    psf = np.asarray(psf, dtype=np.float64)
+    if image.ndim != 2 or psf.ndim != 2:
+        raise ValueError(f"deblurring needs a 2-D image and a 2-D PSF, got {image.shape}, {psf.shape}")
+    if psf.shape[0] > image.shape[0] or psf.shape[1] > image.shape[1]:
+        raise ValueError(f"the PSF {psf.shape} is larger than the image {image.shape}")
+    if not np.isfinite(psf).all() or not psf.sum() > 0:
+        raise ValueError("the PSF must be finite with a positive sum")
+    return image, psf / psf.sum()
+
+
+def wiener_deblur(image, psf, balance: float) -> np.ndarray:
+    """Wiener-Hunt deconvolution (skimage `restoration.wiener`, Laplacian regulariser, no clipping).
+
+    x̂ = F^H( conj(Ĥ) ⊙ F y / (|Ĥ|² + balance·|L̂|²) ): the minimiser of ‖h ⊛ x − y‖² + balance·‖l ⊛ x‖²
+    with l the discrete Laplacian, for circular convolution with the PSF centred at
+    (kh//2, kw//2) (the deblur task's operator). `balance` ~ noise-to-signal power; the PSF is
+    normalised to sum 1. Returns float32 in the units of `image`.
+    """
+    from skimage.restoration import wiener
+
+    image, psf = _check_blur_inputs(image, psf)
+    if not balance >= 0:
+        raise ValueError(f"balance must be non-negative, got {balance}")
+    return wiener(image, psf, balance, clip=False).astype(np.float32)
+
+
+def richardson_lucy_deblur(image, psf, iterations: int = 30) -> np.ndarray:
+    """Richardson-Lucy deconvolution (skimage `restoration.richardson_lucy`, no clipping).
+
+    RL is the EM algorithm for Poisson data, x ← x · (h̃ ⊛ (y / (h ⊛ x))), and needs non-negative
+    data: the image is shifted and scaled to [0, 1] (exact for a PSF with sum 1: h ⊛ (a·x + b) =
+    a·(h ⊛ x) + b), deconvolved, and mapped back to its units. skimage convolves with zero
+    boundaries ("same"); to match the circular blur of the deblur task the image is padded
+    periodically (`np.pad(mode="wrap")`) by twice the PSF size on each side, and cropped after.
+    More iterations sharpen more and amplify noise (the iteration count is the regulariser).
+    Returns float32.
+    """
+    from skimage.restoration import richardson_lucy
+
+    image, psf = _check_blur_inputs(image, psf)
+    if int(iterations) != iterations or iterations < 1:
+        raise ValueError(f"iterations must be a positive integer, got {iterations}")
+    lo, hi = float(image.min()), float(image.max())
+    scale = hi - lo if hi > lo else 1.0
+    pad = [(2 * n, 2 * n) for n in psf.shape]
+    padded = np.pad((image - lo) / scale, pad, mode="wrap")
+    out = richardson_lucy(padded, psf, num_iter=int(iterations), clip=False)
+    out = out[pad[0][0] : pad[0][0] + image.shape[0], pad[1][0] : pad[1][0] + image.shape[1]]
+    return (out * scale + lo).astype(np.float32)
