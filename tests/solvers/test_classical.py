@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
+
+from napari_brgm.operators.fourier import fft2c_np
+from napari_brgm.operators.kspace_masks import line_mask
 import pytest
 
 from napari_brgm.solvers.classical import (
@@ -49,41 +51,12 @@ def test_nlm_removes_most_of_known_noise_and_refuses_bad_sigma():
 COLIN27 = Path("/usr/share/mricron/templates/ch2.nii.gz")  # Debian mricron-data (../shared/docs/offline-data.md)
 
 
-def _fft2c(x):
-    return np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(x), norm="ortho"))
-
-
-def _random_mask(width: int, center_fraction: float, acceleration: float, seed: int) -> np.ndarray:
-    """fastMRI 0.3.0 RandomMaskFunc([cf], [R], seed=seed) over `width` columns (mri-kspace.md §3), bit for bit."""
-    rng = np.random.RandomState(seed)
-    rng.randint(0, 1)  # picks (cf, R) among the one pair: consumes a draw before the uniforms
-    n_low = round(width * center_fraction)
-    prob = (width / acceleration - n_low) / (width - n_low)
-    mask = rng.uniform(size=width) < prob
-    pad = (width - n_low + 1) // 2
-    mask[pad : pad + n_low] = True
-    return mask
-
-
-def test_random_mask_helper_matches_the_fastmri_golden_vector():
-    mask = _random_mask(256, 0.08, 4, 42)
-    digest = hashlib.sha1(np.flatnonzero(mask).astype(np.int64).tobytes()).hexdigest()[:12]
-    assert (int(mask.sum()), digest) == (69, "a64a33ca6358")
-
-
-def test_random_mask_helper_is_the_operators_mask():
-    masks = pytest.importorskip("napari_brgm.operators.kspace_masks", reason="the k-space masks are not on this branch yet")
-    for width, cf, acceleration in ((256, 0.08, 4), (256, 0.04, 8), (368, 0.08, 4)):
-        expected = _random_mask(width, cf, acceleration, 42)
-        np.testing.assert_array_equal(masks.line_mask(width, acceleration, cf, "random", seed=42), expected)
-
-
 def test_zero_filled_is_the_magnitude_of_the_masked_inverse_fft():
     rng = np.random.default_rng(1)
     x = rng.random((16, 12))
     mask = np.zeros(12, bool)
     mask[[0, 3, 5, 6, 7, 10]] = True
-    k = _fft2c(x)
+    k = fft2c_np(x)
     expected = np.abs(np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(np.where(mask, k, 0)), norm="ortho")))
     np.testing.assert_allclose(zero_filled(k, mask), expected, atol=1e-6)  # the full k-space is masked inside
     np.testing.assert_allclose(zero_filled(np.where(mask, k, 0), np.broadcast_to(mask, k.shape)), expected, atol=1e-6)
@@ -98,8 +71,8 @@ def test_tv_kspace_fits_the_data_and_denoises_a_piecewise_constant_image():
     x = np.zeros((32, 32))
     x[8:24, 6:20] = 1.0
     x[12:18, 22:28] = 0.5
-    mask = _random_mask(32, 0.25, 2, 0)
-    y = np.where(mask, _fft2c(x), 0)
+    mask = line_mask(32, 2, 0.25, "random", seed=0)
+    y = np.where(mask, fft2c_np(x), 0)
     zf_error = np.abs(zero_filled(y, mask) - x).mean()
     for real in (True, False):
         rec = tv_kspace(y, mask, lam=1e-3, iterations=100, real=real)
@@ -125,8 +98,8 @@ def test_kspace_baselines_reproduce_the_colin27_anchor():
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
     x = _colin27_slice()
-    mask = _random_mask(256, 0.08, 4, 42)
-    y = np.where(mask, _fft2c(x), 0)
+    mask = line_mask(256, 4, 0.08, "random", seed=42)
+    y = np.where(mask, fft2c_np(x), 0)
     zf = zero_filled(y, mask).astype(np.float64)
     assert peak_signal_noise_ratio(x, zf, data_range=1) == pytest.approx(21.72, abs=0.05)
     assert structural_similarity(x, zf, data_range=1) == pytest.approx(0.507, abs=0.005)
@@ -156,14 +129,6 @@ def test_psfs_are_normalised_symmetric_odd_and_centred():
     for bad in (lambda: gaussian_psf(0), lambda: gaussian_psf(1, size=4), lambda: box_psf(0.5)):
         with pytest.raises(ValueError):
             bad()
-
-
-def test_psfs_are_the_blur_operators_kernels():
-    blur = pytest.importorskip("napari_brgm.operators.blur", reason="the deblur operator is not on this branch yet")
-    for sigma in (0.7, 1.5, 3.0):
-        np.testing.assert_allclose(gaussian_psf(sigma), blur.gaussian_psf(sigma), atol=1e-15)
-    for width in (1, 2, 3, 4, 5, 2.5, 7.3):
-        np.testing.assert_allclose(box_psf(width), blur.box_psf(width), atol=1e-15)
 
 
 def _circular_blur(x, psf):

@@ -1,4 +1,4 @@
-"""A PNG overview of a reconstruction: input, mean, std heatmap and a few samples side by side."""
+"""A PNG overview of a reconstruction: input, (zero-filled,) mean, std heatmap and a few samples side by side."""
 
 from __future__ import annotations
 
@@ -31,7 +31,8 @@ def _upscale(tile: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def write_panel(path: Path, image: np.ndarray, result, mask: np.ndarray | None = None) -> Path:
-    """Tiles at the output size: input (missing region darkened), mean, std (if any), samples."""
+    """Tiles at the output size: input (missing region darkened), the zero-filled image (k-space), mean, std (if
+    any), samples."""
     import imageio.v3 as iio
 
     size = result.mean.shape
@@ -42,6 +43,8 @@ def write_panel(path: Path, image: np.ndarray, result, mask: np.ndarray | None =
     if mask is not None:
         first[mask] = (first[mask] * 0.25).astype(np.uint8)
     tiles.append(_upscale(first, size))
+    if getattr(result, "zero_filled", None) is not None:
+        tiles.append(_gray(result.zero_filled, lo, hi))
     tiles.append(_gray(result.mean, lo, hi))
     if result.std is not None:
         tiles.append(_heat(result.std))

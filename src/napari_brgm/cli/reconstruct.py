@@ -302,9 +302,12 @@ def _run_slice(args, image, interactive: bool = True) -> int:
     written = []
     if "nifti" in formats:
         outputs = {"mean": result.mean, "std": result.std, "lower": result.lower, "upper": result.upper,
-                   "consistent": result.consistent}
+                   "consistent": result.consistent, "zero_filled": result.zero_filled}
         written = [save_nifti(out / f"{name}.nii.gz", a[None], grid) for name, a in outputs.items() if a is not None]
         written.append(save_nifti(out / "samples.nii.gz", result.samples[:, None], grid))
+    if result.sampling_mask is not None:  # k-space grid (centred, DC in the middle), not the image's geometry
+        np.save(out / "sampling_mask.npy", result.sampling_mask)
+        written.append(out / "sampling_mask.npy")
     written.append(write_panel(out / "panel.png", data, result, mask))
     if "dicom" in formats:
         outputs = {name: getattr(result, name)[None] for name in DICOM_KINDS if getattr(result, name) is not None}

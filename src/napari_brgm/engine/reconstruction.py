@@ -182,7 +182,9 @@ def finish(prep: Prepared, estimate: _Estimate, progress=None, should_stop=None)
     zero_filled = sampling = None
     if settings.task == "kspace":  # the measurement as MRI readers show it, and the estimate with the measured lines
         op = problem.operator  # KSpace (never wrapped)
-        zero_filled = back(op.zero_filled(problem.y))[0].astype(np.float32)
+        zf = op.zero_filled(problem.y)  # complex, model units: the intensity map's offset sits in DC's real part
+        zf_input = np.hypot(imap.to_input(_gray(zf.real)), imap.sigma_to_input(_gray(zf.imag)))
+        zero_filled = plan.from_model(zf_input)[0].astype(np.float32)
         consistent = back(back_project(problem, estimate.mean if estimate.mean is not None
                                        else estimate.samples.mean(dim=0, keepdim=True)))[0].astype(np.float32)
         sampling = op.sampled.cpu().numpy().copy()

@@ -28,7 +28,7 @@ from napari_brgm.solvers.map import MapOutput
 
 AXES = {"z": 0, "y": 1, "x": 2}  # napari's (z, y, x) order
 DEFAULT_BATCH = 8  # slices per generator batch on the built-in 64 px prior (benchmarks/bench_volume.py)
-OUTPUTS = ("mean", "std", "lower", "upper", "consistent")
+OUTPUTS = ("mean", "std", "lower", "upper", "consistent", "zero_filled")
 
 
 @dataclass
@@ -46,7 +46,8 @@ class VolumeResult:
     std: np.ndarray | None
     lower: np.ndarray | None
     upper: np.ndarray | None
-    consistent: np.ndarray | None  # inpainting only
+    consistent: np.ndarray | None  # inpainting, k-space
+    zero_filled: np.ndarray | None  # k-space only: the zero-filled magnitude of each slice's measurement
     samples: np.ndarray | None  # [S, ...] only with keep_samples=True
     axis: int
     slices: list[int]
@@ -295,6 +296,10 @@ class _PerImage(LinearOperator):
     def output_shape(self, input_hw):
         return self.parts[0].output_shape(input_hw)
 
+    @property
+    def channel_stride(self) -> int:
+        return self.parts[0].channel_stride
+
 
 def _volume_progress(progress, done: Callable[[], int], total: int):
     """A per-step reporter that adds the volume's position to each `Progress`."""
@@ -321,7 +326,7 @@ def _copied_result(plane: np.ndarray, template: Result, reason: str) -> Result:
     return Result(mean=plane, samples=plane[None], std=zero if has("std") else None, map=None,
                   consistent=plane if has("consistent") else None, losses={}, partial=False,
                   settings={"copied": reason}, lower=plane if has("lower") else None,
-                  upper=plane if has("upper") else None)
+                  upper=plane if has("upper") else None, zero_filled=plane if has("zero_filled") else None)
 
 
 class _Outputs:

@@ -15,7 +15,7 @@ import numpy as np
 
 from napari_brgm.io.atomic import write_atomically
 
-KINDS = ("mean", "std", "lower", "upper", "consistent")
+KINDS = ("mean", "std", "lower", "upper", "consistent", "zero_filled")
 
 
 def params_hash(params: dict) -> str:

@@ -38,8 +38,13 @@ def gaussian_psf(sigma: float, size: int | None = None) -> np.ndarray:
 
 
 def box_psf(width: float) -> np.ndarray:
-    """A normalised 2-D box (uniform) kernel of `width` pixels; a non-integer width weights the edge pixels by
-    their overlap with the box, so a box scaled with the image keeps its exact width."""
+    """A normalised 2-D box (uniform) kernel `width` pixels wide (float64).
+
+    Per axis each pixel [t − ½, t + ½] is weighted by its overlap with the box [−width/2, width/2], on
+    the odd support 2·⌈width/2 − ½⌉ + 1 centred at size//2: odd integer widths give width × width
+    ones, even ones [½, 1, …, 1, ½], non-integer ones partial edge weights — symmetric about the
+    centre and averaging over exactly `width` pixels, so a box scaled with the image keeps its width.
+    """
     width = float(width)
     if not width >= 1:
         raise ValueError(f"the box PSF width must be at least 1 pixel, got {width:g}")
@@ -110,19 +115,19 @@ class Blur(LinearOperator):
         return _spectra(self.psf.cpu().numpy().tobytes(), tuple(self.psf.shape), tuple(t.shape[-2:]), self.rcond,
                         t.dtype, t.device)
 
-    def _apply(self, t: torch.Tensor, which: int, name: str) -> torch.Tensor:
+    def _filter(self, t: torch.Tensor, which: int, name: str) -> torch.Tensor:
         check_batched(t, name)
         self.output_shape(t.shape[-2:])
         return ifft2c(fft2c(t) * self._spectra(t)[which]).real
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._apply(x, 0, "x")
+        return self._filter(x, 0, "x")
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
-        return self._apply(y, 1, "y")
+        return self._filter(y, 1, "y")
 
     def pseudo_inverse(self, y: torch.Tensor) -> torch.Tensor:
-        return self._apply(y, 2, "y")
+        return self._filter(y, 2, "y")
 
     def _gram_solve(self, r: torch.Tensor, eta: float) -> torch.Tensor:
         h = self._spectra(r)[0]

@@ -71,9 +71,9 @@ class KSpace(LinearOperator):
         return ifft2c(k * self._m(k, self.gram_inverse)).real
 
     def zero_filled(self, y: torch.Tensor) -> torch.Tensor:
-        """|F_c^H(M ⊙ y)| [N, C, H, W]: the zero-filled magnitude image every MRI reader shows first."""
+        """F_c^H(M ⊙ y), complex [N, C, H, W]: its magnitude is the zero-filled image MRI readers show first."""
         k = to_complex(y)
-        return ifft2c(k * self._m(k)).abs()
+        return ifft2c(k * self._m(k))
 
     def observed_count(self, like: torch.Tensor) -> int:
         """Real measurement entries: re and im of every sampled location and channel."""

@@ -22,6 +22,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from napari_brgm.operators.blur import box_psf, gaussian_psf  # noqa: F401  (the deblurring task's PSFs)
+from napari_brgm.operators.fourier import fft2c_np, ifft2c_np
+
 
 def bicubic_upsample(image, factor: int) -> np.ndarray:
     """[h, w] → [factor·h, factor·w], bicubic interpolation with pixel centres aligned (align_corners=False)."""
@@ -69,14 +72,6 @@ def nlm_denoise(image, sigma: float) -> np.ndarray:
 # --- undersampled single-coil Cartesian k-space -------------------------------------------------
 
 
-def _fft2c(x: np.ndarray) -> np.ndarray:
-    return np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(x, axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
-
-
-def _ifft2c(k: np.ndarray) -> np.ndarray:
-    return np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(k, axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
-
-
 def _kspace_and_mask(kspace, sampled) -> tuple[np.ndarray, np.ndarray]:
     """(M ⊙ y as complex128 (H, W), M as bool (H, W)) from a 2-D k-space and a 1-D column or 2-D mask."""
     kspace = np.asarray(kspace)
@@ -103,7 +98,7 @@ def zero_filled(kspace, sampled) -> np.ndarray:
     float32 magnitude image.
     """
     y, _ = _kspace_and_mask(kspace, sampled)
-    return np.abs(_ifft2c(y)).astype(np.float32)
+    return np.abs(ifft2c_np(y)).astype(np.float32)
 
 
 def tv_kspace(kspace, sampled, lam: float = 3e-3, iterations: int = 300, real: bool = True) -> np.ndarray:
@@ -126,7 +121,7 @@ def tv_kspace(kspace, sampled, lam: float = 3e-3, iterations: int = 300, real: b
     y, mask = _kspace_and_mask(kspace, sampled)
 
     def grad(x):
-        r = _ifft2c(np.where(mask, _fft2c(x) - y, 0))
+        r = ifft2c_np(np.where(mask, fft2c_np(x) - y, 0))
         return r.real if real else r
 
     def prox(v):
@@ -137,7 +132,7 @@ def tv_kspace(kspace, sampled, lam: float = 3e-3, iterations: int = 300, real: b
         u = denoise_tv_chambolle(np.stack([v.real, v.imag], axis=-1), weight=lam, max_num_iter=50, channel_axis=-1)
         return u[..., 0] + 1j * u[..., 1]
 
-    x = _ifft2c(y)
+    x = ifft2c_np(y)
     x = x.real if real else x
     z, t = x, 1.0
     for _ in range(int(iterations)):
@@ -149,46 +144,6 @@ def tv_kspace(kspace, sampled, lam: float = 3e-3, iterations: int = 300, real: b
 
 
 # --- deblurring -----------------------------------------------------------------------------------
-
-
-GAUSSIAN_SUPPORT = 4.0  # the default Gaussian kernel is cut at ±4σ (as operators.blur)
-
-
-def gaussian_psf(sigma: float, size: int | None = None) -> np.ndarray:
-    """A 2-D isotropic Gaussian kernel exp(−r²/(2σ²)) normalised to sum 1 (float64, pure numpy).
-
-    `size` (odd) defaults to 2·⌈4σ⌉ + 1; the centre is at (size//2, size//2).
-    """
-    sigma = float(sigma)
-    if not sigma > 0:
-        raise ValueError(f"sigma must be positive, got {sigma:g}")
-    if size is None:
-        size = 2 * int(np.ceil(GAUSSIAN_SUPPORT * sigma)) + 1
-    if int(size) != size or size < 1 or size % 2 == 0:
-        raise ValueError(f"size must be a positive odd integer, got {size}")
-    r = np.arange(int(size)) - int(size) // 2
-    g = np.exp(-0.5 * (r / sigma) ** 2)
-    kernel = np.outer(g, g)
-    return kernel / kernel.sum()
-
-
-def box_psf(width: float) -> np.ndarray:
-    """A 2-D box (uniform) kernel `width` pixels wide normalised to sum 1 (float64, pure numpy).
-
-    Per axis each pixel [t − ½, t + ½] is weighted by its overlap with the box [−width/2, width/2],
-    on the odd support 2·⌈width/2 − ½⌉ + 1 centred at size//2: odd integer widths give width ×
-    width ones, even ones [½, 1, …, 1, ½] (width + 1 taps), non-integer ones partial edge weights, so
-    the kernel stays symmetric about its centre and averages over exactly `width` pixels.
-    """
-    width = float(width)
-    if not width >= 1:
-        raise ValueError(f"width must be at least 1 pixel, got {width:g}")
-    half = width / 2
-    n = int(np.ceil(half - 0.5))
-    t = np.arange(-n, n + 1)
-    b = np.clip(np.minimum(t + 0.5, half) - np.maximum(t - 0.5, -half), 0, None)
-    kernel = np.outer(b, b)
-    return kernel / kernel.sum()
 
 
 def _check_blur_inputs(image, psf) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,148 @@
+"""`reconstruct(task="kspace")` and `task="deblur"`: every method, in input units, with clear errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_brgm.engine import reconstruct
+from napari_brgm.operators import Blur, KSpace, MaskError, sampling_mask
+from napari_brgm.operators.fourier import fft2c_np, ifft2c_np
+from napari_brgm.priors.diffusion import DiffusionConfig, DiffusionPrior, save_diffusion
+from napari_brgm.priors.glow import Glow, GlowConfig, save_flow
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def hu_image(truth):
+    """The generator's own image in HU-like units (32×32 = the tiny prior's size: the fit is the identity)."""
+    return (400.0 * truth[1][0, 0].numpy() - 200.0).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def priors(tiny_prior, tmp_path_factory, truth):
+    folder = tmp_path_factory.mktemp("priors")
+    torch.manual_seed(0)
+    flow = Glow(GlowConfig(resolution=32, levels=2, steps_per_level=2, hidden=8, hidden_max=16))
+    with torch.no_grad():
+        flow(truth[1].repeat(4, 1, 1, 1) + 0.1 * torch.randn(4, 1, 32, 32))
+    diffusion = DiffusionPrior(DiffusionConfig(resolution=32, widths=(8, 16), attention=(False, False), norm_groups=4,
+                                               head_channels=8))
+    return {"stylegan2": tiny_prior, "flow": str(save_flow(flow, folder / "flow.safetensors")),
+            "diffusion": str(save_diffusion(diffusion, folder / "diffusion.safetensors"))}
+
+
+FAST = {"map": ("stylegan2", {}), "vi": ("stylegan2", dict(samples=3, mc_samples=2)),
+        "csgm": ("stylegan2", dict(restarts=2)), "iagan": ("stylegan2", dict(restarts=2)),
+        "dip": (None, {}), "reddiff": ("diffusion", dict(samples=2)), "flow": ("flow", dict(samples=2))}
+
+
+def zero_filled_input(image, sampled):
+    return np.abs(ifft2c_np(fft2c_np(image) * sampled))
+
+
+@pytest.mark.parametrize("method", list(FAST))
+def test_every_method_reconstructs_kspace_with_the_measured_lines_reinserted(priors, hu_image, method):
+    kind, kw = FAST[method]
+    r = reconstruct(hu_image, task="kspace", acceleration=4, center_fraction=0.125, method=method,
+                    prior=None if kind is None else priors[kind], steps=4, device="cpu", **kw)
+    assert r.mean.shape == r.zero_filled.shape == r.consistent.shape == hu_image.shape
+    assert np.isfinite(r.mean).all() and r.settings["task"] == "kspace" and r.settings["factor"] == 1
+    info = r.settings["kspace"]
+    grid = tuple(info["grid"])
+    assert r.sampling_mask.shape == grid and info["lines"] == int(r.sampling_mask[0].sum())
+    assert info["effective_acceleration"] == pytest.approx(grid[1] / info["lines"])
+    if grid == hu_image.shape:  # the prior's grid is the image's: the zero-filled image is the input's own
+        np.testing.assert_allclose(r.zero_filled, zero_filled_input(hu_image, r.sampling_mask), atol=1e-3)
+        # back-projection re-inserts the measured lines: the sampled k-space of `consistent` is the input's
+        k_in, k_out = fft2c_np(hu_image), fft2c_np(r.consistent)
+        m = r.sampling_mask | r.sampling_mask[::-1, ::-1]  # real image: sampled entries and their mirrors
+        np.testing.assert_allclose(k_out[r.sampling_mask], k_in[r.sampling_mask], atol=1e-2 * np.abs(k_in).max())
+        assert m.any()
+    if method in ("vi", "reddiff", "flow"):
+        assert r.std is not None and (r.upper >= r.lower).all()
+
+
+def test_a_prior_beats_zero_filling_on_an_image_it_can_make(tiny_prior, truth):
+    """In-prior: the generator's own image at R = 4; MAP in W+ gets far closer to it than the zero-filled image."""
+    x = truth[1][0, 0].numpy()
+    r = reconstruct(x, task="kspace", acceleration=4, center_fraction=0.125, prior=tiny_prior, method="map",
+                    steps=150, window=(0, 2), seed=1)
+    err_zf = np.sqrt(np.mean((r.zero_filled - x) ** 2))
+    err_map = np.sqrt(np.mean((r.mean - x) ** 2))
+    assert err_map < 0.5 * err_zf, (err_map, err_zf)
+
+
+def test_masks_follow_the_seed_and_noise_goes_on_the_sampled_lines_only(tiny_prior, hu_image):
+    a = reconstruct(hu_image, task="kspace", prior=tiny_prior, steps=1, seed=3)
+    b = reconstruct(hu_image, task="kspace", prior=tiny_prior, steps=1, seed=3, mask_seed=3)
+    c = reconstruct(hu_image, task="kspace", prior=tiny_prior, steps=1, seed=3, mask_seed=4)
+    assert np.array_equal(a.sampling_mask, b.sampling_mask) and not np.array_equal(a.sampling_mask, c.sampling_mask)
+    assert a.settings["kspace"]["seed"] == 3 and a.settings["kspace"]["center_fraction"] == 0.08
+    noisy = reconstruct(hu_image, task="kspace", prior=tiny_prior, steps=1, kspace_noise=10.0)
+    window = noisy.settings["intensity"]
+    assert noisy.settings["sigma_y_model"] == pytest.approx(10.0 * 2 / (window["hi"] - window["lo"]))  # its default
+    assert not np.allclose(noisy.zero_filled, a.zero_filled)
+    rows = reconstruct(hu_image, task="kspace", prior=tiny_prior, steps=1, phase_axis="rows", seed=3)
+    assert (rows.sampling_mask == rows.sampling_mask[:, :1]).all()
+
+
+def test_user_masks_from_an_array_and_a_file(tiny_prior, hu_image, tmp_path):
+    sampled = np.zeros((32, 32), np.uint8)
+    sampled[:, 12:20] = 1
+    sampled[:, ::5] = 1
+    r = reconstruct(hu_image, task="kspace", prior=tiny_prior, steps=1, kspace_mask=sampled)
+    assert np.array_equal(r.sampling_mask, sampled != 0)
+    assert r.settings["kspace"]["kind"] == "user" and r.settings["task_options"]["kspace_mask"].startswith("array:")
+    np.save(tmp_path / "m.npy", sampled)
+    f = reconstruct(hu_image, task="kspace", prior=tiny_prior, steps=1, kspace_mask=str(tmp_path / "m.npy"))
+    np.testing.assert_array_equal(f.mean, r.mean)
+    with pytest.raises(ValueError, match="pass the array again"):
+        reconstruct(hu_image, task="kspace", prior=tiny_prior, steps=1, kspace_mask=r.settings["task_options"]["kspace_mask"])
+
+
+@pytest.mark.parametrize("kwargs,error,match", [
+    (dict(acceleration=0.5), ValueError, "at least 1"),
+    (dict(acceleration=17), ValueError, "at most 16"),
+    (dict(acceleration=4, center_fraction=0.3), MaskError, "nothing is left to undersample"),
+    (dict(kspace_mask=np.ones((16, 16))), MaskError, "the image is 32x32"),
+    (dict(kspace_mask=np.zeros((32, 32))), MaskError, "samples nothing"),
+    (dict(mask=np.ones((32, 32))), ValueError, "only used for inpainting"),
+    (dict(perceptual_weights="vgg.safetensors"), ValueError, "perceptual"),
+    (dict(psf_sigma=2.0), TypeError, "option of task 'deblur'"),
+])
+def test_kspace_requests_that_cannot_work_are_refused_before_any_work(tiny_prior, hu_image, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        reconstruct(hu_image, task="kspace", prior=tiny_prior, steps=1, **kwargs)
+
+
+def test_a_complex_input_is_refused_for_every_task(tiny_prior, hu_image):
+    for task in ("kspace", "denoise", "superres"):
+        with pytest.raises(ValueError, match="complex"):
+            reconstruct(hu_image.astype(np.complex64), task=task, prior=tiny_prior, steps=1)
+
+
+def test_deblurring_recovers_an_image_the_prior_can_make(tiny_prior, truth):
+    x = truth[1]
+    blurred = Blur.of("gaussian", 1.0)(x.double()).float()[0, 0].numpy()
+    r = reconstruct(blurred, task="deblur", psf_sigma=1.0, prior=tiny_prior, method="map", steps=150, window=(0, 2),
+                    seed=1)
+    truth_np = x[0, 0].numpy()
+    assert np.sqrt(np.mean((r.mean - truth_np) ** 2)) < 0.8 * np.sqrt(np.mean((blurred - truth_np) ** 2))  # 0.70 measured
+    assert r.settings["task_options"] == {"psf": "gaussian", "psf_sigma": 1.0, "psf_width": 3.0}
+    box = reconstruct(blurred, task="deblur", psf="box", psf_width=2, prior=tiny_prior, method="dip", steps=3)
+    assert box.mean.shape == blurred.shape and np.isfinite(box.mean).all()
+
+
+def test_deblurring_of_a_reduced_input_scales_the_psf(tiny_prior, hu_image):
+    """An input twice the prior's size is halved to fit: a σ of 2 input pixels is σ 1 at the model's grid."""
+    big = np.kron(hu_image, np.ones((2, 2), np.float32))
+    r = reconstruct(big, task="deblur", psf_sigma=2.0, prior=tiny_prior, steps=2)
+    assert r.mean.shape == big.shape and r.settings["fit"]["scale"] == 0.5
+
+
+def test_the_kspace_operator_the_engine_builds_is_the_registered_one():
+    op = KSpace(sampling_mask((32, 32), 4, seed=0))
+    assert op.channel_stride == 2 and op(torch.zeros(1, 1, 32, 32)).shape == (1, 2, 32, 32)
