@@ -181,13 +181,9 @@ def finish(prep: Prepared, estimate: _Estimate, progress=None, should_stop=None)
     consistent = np.where(missing, mean, image).astype(np.float32) if missing is not None else None
     zero_filled = sampling = None
     if settings.task == "kspace":  # the measurement as MRI readers show it, and the estimate with the measured lines
-        op = problem.operator  # KSpace (never wrapped)
-        zf = op.zero_filled(problem.y)  # complex, model units: the intensity map's offset sits in DC's real part
-        zf_input = np.hypot(imap.to_input(_gray(zf.real)), imap.sigma_to_input(_gray(zf.imag)))
-        zero_filled = plan.from_model(zf_input)[0].astype(np.float32)
+        zero_filled, sampling = kspace_views(prep)
         consistent = back(back_project(problem, estimate.mean if estimate.mean is not None
                                        else estimate.samples.mean(dim=0, keepdim=True)))[0].astype(np.float32)
-        sampling = op.sampled.cpu().numpy().copy()
     lower = upper = None
     settings_out["interval"] = {"level": settings.interval, "calibrated": False, "calibration": None,
                                 "reason": "point estimate: no samples"}
@@ -457,6 +453,15 @@ def _measurement(image, missing, plan, settings: Settings, sigma_y: float, imap:
         else:
             operator = make_operator("denoise", sigma=sigma_y)
     return operator.to(device), operator.project_measurement(y)
+
+
+def kspace_views(prep: Prepared) -> tuple[np.ndarray, np.ndarray]:
+    """(zero-filled magnitude image in input units and output geometry, sampling mask [model grid]) of a prepared
+    k-space run: what the GUI shows before the solver starts, and Result.zero_filled / sampling_mask."""
+    op = prep.problem.operator  # KSpace (never wrapped)
+    zf = op.zero_filled(prep.problem.y)  # complex, model units: the intensity map's offset sits in DC's real part
+    magnitude = np.hypot(prep.imap.to_input(_gray(zf.real)), prep.imap.sigma_to_input(_gray(zf.imag)))
+    return prep.plan.from_model(magnitude)[0].astype(np.float32), op.sampled.cpu().numpy().copy()
 
 
 def kspace_sampling(settings: Settings, hw: tuple[int, int]) -> tuple[np.ndarray, dict]:

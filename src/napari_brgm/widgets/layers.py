@@ -22,7 +22,8 @@ import numpy as np
 from napari.layers import Image, Labels, Layer, Shapes
 from napari.utils.transforms import CompositeAffine
 
-TASK_LABELS = {"superres": "SR", "inpaint": "inpaint"}
+TASK_LABELS = {"superres": "SR", "inpaint": "inpaint", "denoise": "denoise", "kspace": "k-space", "deblur": "deblur"}
+MASK_GAP = 0.05  # the sampling-mask layer sits beside the input, this fraction of its width apart
 METHOD_LABELS = {"map": "MAP", "vi": "VI", "csgm": "CSGM", "iagan": "IAGAN", "dip": "DIP", "reddiff": "RED-Diff",
                  "flow": "Flow"}
 UNCERTAINTY_PERCENTILE = 99.5  # top of the uncertainty layer's contrast range (0 is the bottom)
@@ -52,6 +53,8 @@ class Request:
         task = TASK_LABELS[self.options["task"]]
         if self.options["task"] == "superres":
             task += f"x{self.factor}"
+        elif self.options["task"] == "kspace":
+            task += f" R{float(self.options.get('acceleration', 4)):g}"
         where = f" z{self.slab}" if self.slices else "" if self.slice_index is None else f" z{self.slice_index}"
         return f"{self.layer_name}{where} {task} {self.method_label}"
 
@@ -232,6 +235,8 @@ def result_arrays(request: Request, result) -> dict[str, np.ndarray]:
         arrays["lower"], arrays["upper"] = lift(result.lower), lift(result.upper)
     if result.consistent is not None:
         arrays["consistent"] = lift(result.consistent)
+    if getattr(result, "zero_filled", None) is not None:
+        arrays["zero-filled"] = lift(result.zero_filled)
     return arrays
 
 
@@ -354,6 +359,32 @@ def uncertainty_top(data: np.ndarray) -> float:
 def _remember_name(layer: Layer) -> None:
     """Record the name the layer got (napari may have made it unique): the re-run rule looks for it."""
     layer.metadata["brgm"]["name"] = layer.name
+
+
+def show_sampling_mask(viewer, image: Image, request: Request, sampled: np.ndarray) -> Image:
+    """The k-space sampling mask (1 = sampled, DC at the centre) as '<label> sampling mask', beside the input.
+
+    k-space has no place in the patient: the layer spans the input's extent, moved right of it, so the two can be
+    looked at together; the mask is at the model's k-space grid (the prior's resolution).
+    """
+    data = np.asarray(sampled, np.float32)
+    data = data[None] if request.slice_index is not None else data
+    geometry = placement(image, request.slice_index, 1)
+    h, w = image.data.shape[-2:]
+    geometry["scale"] = np.array(geometry["scale"], float)
+    geometry["scale"][-2:] *= (h / data.shape[-2], w / data.shape[-1])
+    geometry["translate"] = np.array(geometry["translate"], float)
+    geometry["translate"][-1] += (1 + MASK_GAP) * w * float(image.scale[-1])
+    metadata = {"brgm": {"key": request.key, "kind": "sampling mask", "input": request.layer_name,
+                         "slice": request.slice_index, "task": "kspace",
+                         "lines": int(np.asarray(sampled).any(axis=0).sum())}}
+    layer = find_result_layer(viewer.layers, request, "sampling mask")
+    if layer is not None:
+        viewer.layers.remove(layer)
+    layer = viewer.add_image(data, name=f"{request.label} sampling mask", colormap="gray", contrast_limits=(0, 1),
+                             metadata=metadata, **geometry)
+    _remember_name(layer)
+    return layer
 
 
 def update_preview(viewer, image: Image, request: Request, preview: np.ndarray, k: int | None = None) -> Image:

@@ -37,6 +37,7 @@ from qtpy.QtWidgets import (
 
 from napari_brgm.engine import Progress, reconstruct
 from napari_brgm.engine.geometry import detail_lost
+from napari_brgm.engine.reconstruction import kspace_views, prepare
 from napari_brgm.engine.methods import DEFAULT_RESTARTS, METHOD_SPECS, PRIOR_KINDS
 from napari_brgm.engine.settings import INTERVAL_LEVELS, Settings
 from napari_brgm.engine.tasks import TASK_SPECS
@@ -161,6 +162,7 @@ class Run(QObject):
     progressed = Signal(object)
     sliced = Signal(int, object)
     screened = Signal(object)  # one slice's pre-run out-of-distribution record, emitted before the engine starts
+    measured = Signal(object, object)  # k-space: (zero-filled image, sampling mask), emitted before the engine starts
 
     def __init__(self, request: L.Request, layer: Image, engine):
         super().__init__()
@@ -189,6 +191,8 @@ class Run(QObject):
     def _work(self, engine):
         if not self.volume:  # a volume's slices are judged one by one by the engine
             self.screened.emit(L.screen_request(self.request))  # off the UI thread: the first call loads the flow
+            if self.request.options["task"] == "kspace":
+                self.measured.emit(*kspace_views(prepare(self.request.image, mask=None, **self.request.options)))
         volume = {"slices": self.request.slices, "on_slice": self.sliced.emit} if self.volume else {}
         return engine(self.request.image, mask=self.request.mask, progress=self.progressed.emit,
                       should_stop=self.stop.is_set, **volume, **self.request.options)
@@ -329,6 +333,10 @@ class ReconstructionWidget(QWidget):
         self.task_combo = QComboBox()
         self.task_combo.addItem("Super-resolution", "superres")
         self.task_combo.addItem("Inpainting", "inpaint")
+        self.task_combo.addItem("MRI k-space (undersampled)", "kspace")
+        self.task_combo.addItem("Deblurring", "deblur")
+        self.task_combo.setToolTip("MRI k-space: the slice's k-space is simulated and undersampled by the "
+                                   "acceleration (Advanced); deblurring: the PSF is set in Advanced")
         self.factor_combo = QComboBox(toolTip="Output = factor × input size (choices that suit the image)")
         self.mask_combo = QComboBox(toolTip="Labels or Shapes: painted / drawn pixels are MISSING")
         self.new_mask_button = QPushButton("New mask", toolTip="An empty Labels layer on the image grid to paint")
@@ -517,11 +525,14 @@ class ReconstructionWidget(QWidget):
         self.factor_combo.setCurrentIndex(index if index >= 0 else 0)
 
     def _on_task(self, *_) -> None:
-        inpaint = self.task_combo.currentData() == "inpaint"
-        self.factor_combo.setEnabled(not inpaint)
+        task = self.task_combo.currentData()
+        inpaint = task == "inpaint"
+        self.factor_combo.setEnabled(task == "superres")
         self.mask_combo.setEnabled(inpaint)
         self.new_mask_button.setEnabled(inpaint)
-        self.advanced.show_options("task", TASK_SPECS[self.task_combo.currentData()].options)
+        self.advanced.show_options("task", TASK_SPECS[task].options)
+        if task in ("kspace", "deblur"):  # their settings (acceleration and mask, the PSF) live there
+            self.advanced.toggle.setChecked(True)
 
     def _on_method(self, *_) -> None:
         method = self.method_combo.currentData()
@@ -694,6 +705,8 @@ class ReconstructionWidget(QWidget):
         run.progressed.connect(lambda report, run=run: self._on_progress(run, report),
                                Qt.ConnectionType.QueuedConnection)  # the engine reports from the worker thread
         run.screened.connect(lambda record, run=run: self._on_screened(run, record), Qt.ConnectionType.QueuedConnection)
+        run.measured.connect(lambda zf, sampled, run=run: self._on_measured(run, zf, sampled),
+                             Qt.ConnectionType.QueuedConnection)
         run.worker.returned.connect(lambda result, run=run: self._on_returned(run, result))
         run.worker.errored.connect(lambda exc, run=run: self._on_errored(run, exc))
         run.worker.warned.connect(lambda w: show_warning(str(w[0])))
@@ -750,6 +763,13 @@ class ReconstructionWidget(QWidget):
         if text is not None:
             run.warned_ood = True
             show_warning(text)
+
+    def _on_measured(self, run: Run, zero_filled, sampled) -> None:
+        """k-space: the zero-filled image is the first preview, and the sampling mask a layer beside the input."""
+        if not self._alive(run.layer) or run.result is not None:
+            return
+        L.update_preview(self.viewer, run.layer, run.request, zero_filled)
+        L.show_sampling_mask(self.viewer, run.layer, run.request, sampled)
 
     def _on_slice(self, run: Run, k: int, result) -> None:
         """A volume run finished slice k: into the layers, and the progress moves on."""

@@ -21,7 +21,8 @@ from napari_brgm.engine.volume import VolumeResult, parse_slices
 from napari_brgm.widgets import layers as L
 
 SLICE_MODES = (("displayed", "displayed"), ("all", "all"), ("range", "range"))  # (combo text, data)
-OUTPUTS = {"mean": "mean", "uncertainty": "std", "lower": "lower", "upper": "upper", "consistent": "consistent"}
+OUTPUTS = {"mean": "mean", "uncertainty": "std", "lower": "lower", "upper": "upper", "consistent": "consistent",
+           "zero-filled": "zero_filled"}
 
 
 def chosen_slices(layer: Layer | None, mode: str, text: str = "") -> list[int] | None:
@@ -78,8 +79,10 @@ def kinds(request: L.Request) -> list[str]:
         out.append("uncertainty")
     if request.interval_layers:
         out += ["lower", "upper"]
-    if request.options["task"] == "inpaint":
+    if request.options["task"] in ("inpaint", "kspace"):
         out.append("consistent")
+    if request.options["task"] == "kspace":
+        out.append("zero-filled")
     return out
 
 
@@ -209,7 +212,8 @@ class VolumeLayers:
         """What the finished slices gave, from the layers (a run that failed midway: partial)."""
         arrays = {OUTPUTS[kind]: np.asarray(layer.data) for kind, layer in self.layers.items()}
         return VolumeResult(mean=arrays["mean"], std=arrays.get("std"), lower=arrays.get("lower"),
-                            upper=arrays.get("upper"), consistent=arrays.get("consistent"), samples=None, axis=0,
+                            upper=arrays.get("upper"), consistent=arrays.get("consistent"),
+                            zero_filled=arrays.get("zero_filled"), samples=None, axis=0,
                             slices=list(self.request.slices), done=sorted(self.settings), partial=True,
                             factor=self.request.factor, settings=dict(self.settings), losses=dict(self.losses),
                             copied={k: s["copied"] for k, s in self.settings.items() if "copied" in s})
