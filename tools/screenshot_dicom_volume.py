@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
 COARSE = 14  # in-plane box size: 15×12 px slices, the built-in 64 px prior's ×4 measurement size
 
 
@@ -53,7 +55,7 @@ def main(argv=None) -> int:
     series = make_series(args.work)
 
     import napari
-    from qtpy.QtWidgets import QApplication
+    from napari_shots import grid_screenshot, run_widget
 
     from napari_brgm.io.napari_writer import write_dicom_series
     from napari_brgm.widgets import ReconstructionWidget
@@ -63,8 +65,6 @@ def main(argv=None) -> int:
     source = viewer.open(str(series), plugin="napari-brgm")[0]
     widget = ReconstructionWidget(viewer)
     viewer.window.add_dock_widget(widget, area="right", name="BRGM Reconstruction")
-    finished = []
-    widget.run_finished.connect(finished.append)
     widget.image_combo.setCurrentText(source.name)
     widget.task_combo.setCurrentIndex(widget.task_combo.findData("superres"))
     widget.factor_combo.setCurrentIndex(widget.factor_combo.findData(4))
@@ -73,10 +73,7 @@ def main(argv=None) -> int:
     widget.slices_combo.setCurrentIndex(widget.slices_combo.findData("range"))
     widget.range_edit.setText("16:20")
     started = time.time()
-    widget.run_button.click()
-    while not finished:
-        QApplication.processEvents()
-        time.sleep(0.02)
+    run_widget(widget)
     print(f"run: {time.time() - started:.0f} s, {widget.progress_bar.format()}")
 
     mean = next(layer for layer in viewer.layers if layer.name.endswith(" mean"))
@@ -89,18 +86,8 @@ def main(argv=None) -> int:
           f"max |re-opened − mean| {float(np.abs(back.data - mean.data).max()):.4f}")
     print("world extent re-opened", np.round(back.extent.world, 3).tolist(), "mean",
           np.round(mean.extent.world, 3).tolist(), "input", np.round(source.extent.world, 3).tolist())
-    for layer in viewer.layers:
-        layer.visible = layer in (source, back, spread)
-    viewer.layers.move(viewer.layers.index(source), len(viewer.layers) - 1)
-    grid = viewer.canvas.grid if hasattr(viewer, "canvas") else viewer.grid  # napari ≥ 0.9 moved it
-    grid.enabled = True
-    grid.shape = (1, 3)
     viewer.dims.set_point(0, back.data_to_world([2, 0, 0])[0])
-    viewer.reset_view()
-    for _ in range(30):
-        QApplication.processEvents()
-        time.sleep(0.05)
-    viewer.screenshot(str(args.out), canvas_only=False)
+    grid_screenshot(viewer, [source, back, spread], args.out)
     print(f"wrote {args.out}")
     return 0
 

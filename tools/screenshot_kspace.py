@@ -12,12 +12,14 @@ prints the PSNR of the zero-filled image and of the mean against the input at th
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
 
 
 def main(argv=None) -> int:
@@ -32,7 +34,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     import napari
-    from qtpy.QtWidgets import QApplication
+    from napari_shots import grid_screenshot, run_widget
 
     from napari_brgm.widgets import ReconstructionWidget
 
@@ -43,26 +45,23 @@ def main(argv=None) -> int:
     viewer.dims.set_point(0, source.data_to_world([k, 0, 0])[0])
     widget = ReconstructionWidget(viewer)
     viewer.window.add_dock_widget(widget, area="right", name="BRGM Reconstruction")
-    finished = []
-    widget.run_finished.connect(finished.append)
     widget.image_combo.setCurrentText(source.name)
     widget.task_combo.setCurrentIndex(widget.task_combo.findData("kspace"))
     widget.advanced.set_value("acceleration", args.acceleration)
     widget.method_combo.setCurrentIndex(widget.method_combo.findData("vi"))
     widget.steps_spin.setValue(args.steps)
     started = time.time()
-    widget.run_button.click()
-    while not finished:
-        QApplication.processEvents()
-        time.sleep(0.02)
-    run = finished[0]
+    run = run_widget(widget)
     print(f"run: {time.time() - started:.0f} s, {widget.progress_bar.format()}; layers: "
           + ", ".join(layer.name for layer in viewer.layers))
     r = run.result
     info = r.settings["kspace"]
     truth = source.data[k]
     span = float(truth.max() - truth.min())
-    psnr = lambda a: 10 * np.log10(span**2 / float(np.mean((a - truth) ** 2)))  # noqa: E731
+
+    def psnr(a):
+        return 10 * np.log10(span**2 / float(np.mean((a - truth) ** 2)))
+
     print(f"R_eff {info['effective_acceleration']:.2f} ({info['lines']} lines of {info['grid'][1]}); PSNR vs the "
           f"input slice: zero-filled {psnr(r.zero_filled):.2f} dB, mean {psnr(r.mean):.2f} dB, consistent "
           f"{psnr(r.consistent):.2f} dB; {r.settings['interval']['level']:.0%} interval calibrated: "
@@ -73,21 +72,9 @@ def main(argv=None) -> int:
         for key in names:
             if layer.name.endswith(key) or f" {key} (" in layer.name:
                 names[key] = layer
-    keep = [source, *[layer for layer in names.values() if layer is not None]]
-    for layer in viewer.layers:
-        layer.visible = layer in keep
-    for layer in reversed(keep):  # grid order: input, zero-filled, mean, uncertainty, mask
-        viewer.layers.move(viewer.layers.index(layer), len(viewer.layers) - 1)
-    grid = viewer.canvas.grid if hasattr(viewer, "canvas") else viewer.grid  # napari ≥ 0.9 moved it
-    grid.enabled = True
-    grid.shape = (1, len(keep))
     mask = names["sampling mask"]  # in the grid each layer has its own tile: back from beside the input
     mask.translate = np.r_[mask.translate[:-1], source.translate[-1]]
-    viewer.reset_view()
-    for _ in range(30):
-        QApplication.processEvents()
-        time.sleep(0.05)
-    viewer.screenshot(str(args.out), canvas_only=False)
+    grid_screenshot(viewer, [source, *[layer for layer in names.values() if layer is not None]], args.out)
     print(f"wrote {args.out}")
     return 0
 
