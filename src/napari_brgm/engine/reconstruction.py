@@ -471,7 +471,7 @@ def kspace_sampling(settings: Settings, hw: tuple[int, int]) -> tuple[np.ndarray
     `kspace_mask` (a file, or an array from Python) at the model's k-space size `hw`. The array itself is
     not recorded: the settings name it by its hash.
     """
-    from napari_brgm.operators.kspace_masks import MaskInfo, sampling_mask, user_mask
+    from napari_brgm.operators.kspace_masks import MaskInfo, default_center_fraction, sampling_mask, user_mask
 
     opts = settings.task_options
     axis = -1 if opts.phase_axis == "columns" else -2
@@ -485,7 +485,7 @@ def kspace_sampling(settings: Settings, hw: tuple[int, int]) -> tuple[np.ndarray
         info = MaskInfo.of(sampled, "user").as_dict()
         if not isinstance(given, str):
             opts.kspace_mask = f"array:{hashlib.sha1(np.packbits(sampled).tobytes()).hexdigest()[:12]}"
-    center = opts.center_fraction if opts.center_fraction is not None else (0.08 if opts.acceleration < 8 else 0.04)
+    center = opts.center_fraction if opts.center_fraction is not None else default_center_fraction(opts.acceleration)
     info |= {"acceleration": opts.acceleration, "center_fraction": center if given is None else None,
              "axis": opts.phase_axis, "grid": list(hw), "noise": opts.kspace_noise,
              "domain": "real image (magnitude-simulated, Hermitian k-space)"}
