@@ -308,6 +308,7 @@ class ReconstructionWidget(QWidget):
         self._build()
         for event in ("inserted", "removed", "moved", "changed"):
             getattr(self.viewer.layers.events, event).connect(self._refresh_layers)
+        self.viewer.layers.events.removed.connect(self._stop_orphans)
         self.viewer.dims.events.current_step.connect(self._update_info)
         self.destroyed.connect(partial(_stop_all, self.runs))
         self._refresh_layers()
@@ -687,22 +688,40 @@ class ReconstructionWidget(QWidget):
         if request.options["prior"] is not None:  # a Deep Image Prior run keeps the remembered prior
             _settings().setValue(f"prior/{_kind_of(request.options['method'])}", request.options["prior"])
         run = Run(request, layer, reconstruct if request.slices is None else reconstruct_volume)
+        deliver = partial(self._deliver, run)
         if run.volume:
             run.layers = V.VolumeLayers(self.viewer, layer, request)
-            run.sliced.connect(lambda k, result, run=run: self._on_slice(run, k, result),
+            run.sliced.connect(lambda k, result: deliver(self._on_slice, k, result),
                                Qt.ConnectionType.QueuedConnection)  # the engine hands slices over from the worker
-        run.progressed.connect(lambda report, run=run: self._on_progress(run, report),
+        run.progressed.connect(lambda report: deliver(self._on_progress, report),
                                Qt.ConnectionType.QueuedConnection)  # the engine reports from the worker thread
-        run.screened.connect(lambda record, run=run: self._on_screened(run, record), Qt.ConnectionType.QueuedConnection)
-        run.worker.returned.connect(lambda result, run=run: self._on_returned(run, result))
-        run.worker.errored.connect(lambda exc, run=run: self._on_errored(run, exc))
+        run.screened.connect(lambda record: deliver(self._on_screened, record), Qt.ConnectionType.QueuedConnection)
+        run.worker.returned.connect(lambda result: deliver(self._on_returned, result))
+        run.worker.errored.connect(lambda exc: deliver(self._on_errored, exc))
         run.worker.warned.connect(lambda w: show_warning(str(w[0])))
-        run.worker.finished.connect(lambda run=run: self._on_finished(run))
+        run.worker.finished.connect(lambda: deliver(self._on_finished))
         self.runs[layer.unique_id] = run
         self._show(run)
         self._update_buttons()
         run.worker.start()
         return run
+
+    def _deliver(self, run: Run, handler, *args) -> None:
+        """Hand a run's report to its handler on the GUI thread, unless the widget is gone (the viewer was closed):
+        then the run is stopped and forgotten, and its late reports are dropped."""
+        if _deleted(self):
+            run.stop.set()
+            if handler == self._on_finished:
+                self.runs.pop(run.layer.unique_id, None)
+            return
+        handler(run, *args)
+
+    def _stop_orphans(self, event=None) -> None:
+        """A run whose input layer was deleted is stopped: nobody can cancel it any more, and a 2-D run's
+        results are dropped (a volume run keeps its finished slices, as after Cancel)."""
+        for run in list(self.runs.values()):
+            if not run.stop.is_set() and not self._alive(run.layer):
+                run.stop.set()
 
     def _warn_xray_prior(self, layer: Image, request: L.Request) -> None:
         """At Run: a CR/DX input with a trained prior, none of them an X-ray prior, gets a warning (it still runs)."""
@@ -837,6 +856,15 @@ def _note_detail(settings: dict | None) -> None:
     note = detail_lost((settings or {}).get("fit"))
     if note is not None:
         show_warning(note)
+
+
+def _deleted(widget: QWidget) -> bool:
+    """Whether the Qt side of a widget is gone (its Python wrapper outlives it while worker signals are queued)."""
+    try:
+        widget.objectName()
+    except RuntimeError:
+        return True
+    return False
 
 
 def _stop_all(runs: dict) -> None:
