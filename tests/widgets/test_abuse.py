@@ -108,6 +108,33 @@ def test_deleting_the_mask_or_the_preview_during_a_run_changes_nothing(docked, q
     assert not _errors(notes)
 
 
+def test_deleting_a_volume_runs_input_and_a_result_layer_keeps_the_finished_slices(docked, qtbot, tiny_prior,
+                                                                                    notes):
+    viewer, widget = docked
+    _image(viewer, "vol", 16, shape=(6, 8, 8))
+    choose_checkpoint(widget)
+    widget.image_combo.setCurrentText("vol")
+    widget.slices_combo.setCurrentIndex(widget.slices_combo.findData("all"))
+    widget.method_combo.setCurrentIndex(widget.method_combo.findData("vi"))
+    widget.samples_spin.setValue(2)
+    widget.steps_spin.setValue(15)
+    run = widget.run()
+    assert run is not None and run.volume
+    qtbot.waitUntil(lambda: run.finished >= 1, timeout=RUN_TIMEOUT_MS)
+    viewer.layers.remove("vol z0:6 SRx4 VI uncertainty")  # a result layer the engine is filling
+    with qtbot.waitSignal(widget.run_finished, timeout=RUN_TIMEOUT_MS):
+        viewer.layers.remove("vol")
+    settle(widget, qtbot)
+
+    assert run.stop.is_set() and run.result.partial and 1 <= len(run.result.done) < 6
+    mean = viewer.layers["vol z0:6 SRx4 VI mean (partial)"]
+    assert [layer.name for layer in viewer.layers] == [mean.name]
+    done = run.result.done
+    assert np.isfinite(mean.data[done]).all() and mean.metadata["brgm"]["done"] == done
+    assert np.isnan(np.delete(mean.data, done, axis=0)).all()
+    assert not _errors(notes)
+
+
 def test_closing_the_viewer_during_a_run_stops_it_quietly(make_napari_viewer, qtbot, tiny_prior):
     viewer = make_napari_viewer()
     _, widget = viewer.window.add_plugin_dock_widget("napari-brgm", "BRGM Reconstruction")
@@ -300,3 +327,96 @@ def _rss() -> int:
 
     gc.collect()
     return psutil.Process().memory_info().rss
+
+
+def _drain(qtbot) -> None:
+    """Let Qt run its deferred deletions, then collect."""
+    from qtpy.QtCore import QCoreApplication, QEvent
+
+    for _ in range(3):
+        QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete.value)
+        qtbot.wait(10)
+        gc.collect()
+
+
+def test_runs_workers_results_and_the_generator_are_released_when_their_layers_are_deleted(docked, qtbot,
+                                                                                           tiny_prior):
+    import torch
+
+    from napari_brgm.engine import reconstruction as engine
+
+    viewer, widget = docked
+    _image(viewer, "img", 13)
+    choose_checkpoint(widget)
+    widget.method_combo.setCurrentIndex(widget.method_combo.findData("vi"))
+    widget.steps_spin.setValue(2)
+    widget.samples_spin.setValue(2)
+    run = run_and_wait(widget, qtbot)
+    settle(widget, qtbot)
+    generator = engine._load(str(tiny_prior), "stylegan2", torch.device("cpu"))  # the cached one the run used
+    refs = {"run": weakref.ref(run), "worker": weakref.ref(run.worker), "result": weakref.ref(run.result),
+            "generator": weakref.ref(generator)}
+    refs.update({layer.name: weakref.ref(layer) for layer in viewer.layers if "brgm" in layer.metadata})
+    assert len(refs) == 4 + 3  # mean, samples, uncertainty
+    del run, generator
+
+    for name in [layer.name for layer in viewer.layers if "brgm" in layer.metadata]:
+        viewer.layers.remove(name)
+    engine._load.cache_clear()  # the engine's cache of the last three priors is the only holder left
+    _drain(qtbot)
+
+    alive = [name for name, ref in refs.items() if ref() is not None]
+    # napari keeps every worker it made in the window's task list (for its close dialog): the worker may live on,
+    # but it must not keep the run, its request or its result
+    assert set(alive) <= {"worker"}, alive
+
+
+VIEWER_RUNS, ENGINE_CALLS, WARMUP = 15, 50, 5
+VIEWER_GROWTH_MB, ENGINE_GROWTH_MB = 2.0, 0.2  # stated bounds: mean RSS growth per run after the warm-up runs
+
+
+def test_a_long_session_in_one_viewer_releases_its_runs_and_bounds_memory(docked, qtbot, tiny_prior):
+    viewer, widget = docked
+    _image(viewer, "img", 14)
+    choose_checkpoint(widget)
+    widget.steps_spin.setValue(3)
+    refs, rss = [], {}
+    for i in range(VIEWER_RUNS):
+        widget.seed_spin.setValue(i)
+        run = run_and_wait(widget, qtbot)
+        assert run.result is not None and not run.result.partial
+        refs.append(weakref.ref(run))
+        del run
+        if i % 5 == 4:  # the user clears the results now and then
+            for layer in [x for x in viewer.layers if "brgm" in x.metadata]:
+                viewer.layers.remove(layer)
+        if i + 1 in (WARMUP, VIEWER_RUNS):
+            _drain(qtbot)
+            rss[i + 1] = _rss()
+    settle(widget, qtbot)
+
+    assert [layer.name for layer in viewer.layers] == ["img"]
+    alive = [i for i, ref in enumerate(refs) if ref() is not None]
+    assert alive == [], alive  # no run (request, result) outlives its layers
+    growth = (rss[VIEWER_RUNS] - rss[WARMUP]) / (VIEWER_RUNS - WARMUP) / 2**20
+    print(f"viewer: RSS {rss[WARMUP] / 2**20:.1f} MB after {WARMUP} runs, {rss[VIEWER_RUNS] / 2**20:.1f} MB after "
+          f"{VIEWER_RUNS}: {growth:+.3f} MB per run")
+    assert growth < VIEWER_GROWTH_MB, f"RSS grew {growth:.2f} MB per run"
+
+
+def test_a_long_session_of_engine_calls_bounds_memory(tiny_prior):
+    from napari_brgm import reconstruct
+
+    image = np.random.default_rng(15).random((8, 8), dtype=np.float32)
+    rss = {}
+    for i in range(ENGINE_CALLS):
+        result = reconstruct(image, prior=tiny_prior, method="vi" if i % 10 == 9 else "map", steps=2, samples=2, seed=i,
+                             device="cpu")
+        assert result.mean.shape == (32, 32)
+        del result
+        if i + 1 in (WARMUP, ENGINE_CALLS):
+            rss[i + 1] = _rss()
+    growth = (rss[ENGINE_CALLS] - rss[WARMUP]) / (ENGINE_CALLS - WARMUP) / 2**20
+    print(f"engine: RSS {rss[WARMUP] / 2**20:.1f} MB after {WARMUP} calls, {rss[ENGINE_CALLS] / 2**20:.1f} MB after "
+          f"{ENGINE_CALLS}: {growth:+.3f} MB per call")
+    assert growth < ENGINE_GROWTH_MB, f"RSS grew {growth:.3f} MB per call"

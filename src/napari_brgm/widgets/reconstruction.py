@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+import weakref
 from functools import partial
 from pathlib import Path
 
@@ -180,7 +181,9 @@ class Run(QObject):
         self.flight: tuple[int, ...] = ()  # volume runs: the slices in flight; the loss curve is theirs
         self.clock: tuple[float, float] | None = None  # volume runs: (wall time, fraction done) at the first report
         self.layers: V.VolumeLayers | None = None  # volume runs: the result layers being filled
-        self.worker = create_worker(self._work, engine, _start_thread=False, _ignore_errors=True)
+        # the worker reaches its run through a weak reference: napari keeps every worker it made (the window's
+        # task list, for the close dialog), and a run holds its request and result (images, samples)
+        self.worker = create_worker(_work, weakref.ref(self), engine, _start_thread=False, _ignore_errors=True)
 
     @property
     def volume(self) -> bool:
@@ -191,7 +194,11 @@ class Run(QObject):
             self.screened.emit(L.screen_request(self.request))  # off the UI thread: the first call loads the flow
         volume = {"slices": self.request.slices, "on_slice": self.sliced.emit} if self.volume else {}
         return engine(self.request.image, mask=self.request.mask, progress=self.progressed.emit,
-                      should_stop=self.stop.is_set, **volume, **self.request.options)
+                      should_stop=self._should_stop, **volume, **self.request.options)
+
+    def _should_stop(self) -> bool:
+        """Cancel, a deleted input or a closed widget (`stop`), or napari cancelling its tasks as the window closes."""
+        return self.stop.is_set() or self.worker.abort_requested
 
     def record(self, report: Progress) -> None:
         if self.volume and report.slices_in_flight != self.flight:  # next slice (or MAP batch): a new curve
@@ -299,7 +306,7 @@ class ReconstructionWidget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.runs: dict = {}  # by the input layer's unique_id: one run in flight per layer
-        self.shown: Run | None = None  # the run drawn in the progress bar and the loss plot
+        self._shown = _nobody  # weakly, the run drawn in the progress bar and the loss plot (`shown`)
         self.resolutions: dict[str, int] = {}  # prior → resolution, learnt from finished runs
         self._kinds: dict[str, str] = {}  # prior → kind, read once from each file's header
         self._listed_kind: str | None = None  # the kind of prior the prior box lists
@@ -688,7 +695,7 @@ class ReconstructionWidget(QWidget):
         if request.options["prior"] is not None:  # a Deep Image Prior run keeps the remembered prior
             _settings().setValue(f"prior/{_kind_of(request.options['method'])}", request.options["prior"])
         run = Run(request, layer, reconstruct if request.slices is None else reconstruct_volume)
-        deliver = partial(self._deliver, run)
+        deliver = partial(self._deliver, weakref.ref(run))  # weakly: a finished run goes with its last holder
         if run.volume:
             run.layers = V.VolumeLayers(self.viewer, layer, request)
             run.sliced.connect(lambda k, result: deliver(self._on_slice, k, result),
@@ -706,9 +713,17 @@ class ReconstructionWidget(QWidget):
         run.worker.start()
         return run
 
-    def _deliver(self, run: Run, handler, *args) -> None:
+    @property
+    def shown(self) -> Run | None:
+        """The run drawn in the progress bar and the loss plot (None once a finished run is no longer held)."""
+        return self._shown()
+
+    def _deliver(self, ref, handler, *args) -> None:
         """Hand a run's report to its handler on the GUI thread, unless the widget is gone (the viewer was closed):
         then the run is stopped and forgotten, and its late reports are dropped."""
+        run = ref()
+        if run is None:
+            return
         if _deleted(self):
             run.stop.set()
             if handler == self._on_finished:
@@ -746,7 +761,7 @@ class ReconstructionWidget(QWidget):
 
     def _show(self, run: Run) -> None:
         """Draw this run's progress and loss curve."""
-        self.shown = run
+        self._shown = weakref.ref(run)
         self.progress_bar.setMaximum(run.total_steps)
         self.progress_bar.setValue(run.done)
         self.progress_bar.setFormat(run.status())
@@ -856,6 +871,15 @@ def _note_detail(settings: dict | None) -> None:
     note = detail_lost((settings or {}).get("fit"))
     if note is not None:
         show_warning(note)
+
+
+def _work(ref, engine):
+    """A run's work in its worker thread (the run is in `ReconstructionWidget.runs` until it has finished)."""
+    return ref()._work(engine)
+
+
+def _nobody() -> None:
+    return None
 
 
 def _deleted(widget: QWidget) -> bool:
