@@ -16,6 +16,7 @@ import weakref
 
 import numpy as np
 import pytest
+from napari.utils.notifications import ErrorNotification, notification_manager
 from qtpy.QtCore import QThreadPool
 from qtpy.QtWidgets import QFileDialog
 from superqt.utils._qthreading import WorkerBase
@@ -27,14 +28,19 @@ LONG = 100_000  # steps of a run that only ends when it is stopped
 
 @pytest.fixture(autouse=True)
 def console(capfd, monkeypatch, one_thread):
-    """Fails the test on any traceback: an uncaught exception (main thread or another), or 'Traceback' on stderr."""
+    """Fails the test on any traceback: an uncaught exception (main thread or another, whether our hooks or
+    napari's notification manager received it), or 'Traceback' on stderr. (pytest-qt fails on exceptions in
+    Qt slots too.)"""
     hooked: list[str] = []
     monkeypatch.setattr(sys, "excepthook", lambda kind, value, tb: hooked.append(f"{kind.__name__}: {value}"))
     monkeypatch.setattr(threading, "excepthook", lambda args: hooked.append(f"{args.exc_type.__name__}: "
                                                                               f"{args.exc_value}"))
+    seen = len(notification_manager.records)
     yield hooked
     err = capfd.readouterr().err
     assert not hooked, hooked
+    raised = [n.message for n in notification_manager.records[seen:] if isinstance(n, ErrorNotification)]
+    assert not raised, raised
     assert "Traceback" not in err, err
 
 
@@ -294,6 +300,27 @@ def test_a_factor_the_prior_cannot_do_is_a_notification(docked, qtbot, tiny_prio
     assert len(failed) == 1 and "TypeError" not in failed[0] and "Error:" not in failed[0], notes
     assert [layer.name for layer in viewer.layers] == ["small"]
     settle(widget, qtbot)
+
+
+def test_the_mask_grid_rule():
+    from napari.layers import Image, Labels
+
+    from napari_brgm.widgets import layers as L
+    from napari_brgm.widgets import volume as V
+
+    volume = Image(np.zeros((4, 8, 8)), name="vol", scale=(3.0, 0.5, 0.5), translate=(10.0, 1.0, 2.0), rotate=20)
+    L.check_mask_grid(L.new_mask_layer(volume), volume)  # New mask: the image's grid
+    plane = Labels(np.ones((8, 8), np.uint8), name="plane", scale=(0.5, 0.5), translate=(1.0, 2.0))
+    with pytest.raises(ValueError, match="'plane' lies on another grid"):  # not rotated as the volume is
+        L.mask_slice(plane, volume, 1)
+    flat = Image(np.zeros((4, 8, 8)), name="flat", scale=(3.0, 0.5, 0.5), translate=(10.0, 1.0, 2.0))
+    assert L.mask_slice(plane, flat, 1).all()  # one mask for every slice, on the slices' grid
+    assert V.volume_mask(plane, flat, [0, 1]).all()
+    other_z = Labels(np.ones((4, 8, 8), np.uint8), name="other z", scale=(2.0, 0.5, 0.5), translate=(10.0, 1.0, 2.0))
+    with pytest.raises(ValueError, match="another grid"):
+        V.volume_mask(other_z, flat, [0, 1])
+    with pytest.raises(ValueError, match="another grid"):
+        L.mask_slice(other_z, flat, 1)
 
 
 def test_a_mask_painted_on_another_layers_grid_is_refused(docked, qtbot, tiny_prior, notes):
