@@ -10,11 +10,18 @@ and checks that the runs are released (weak references) once their layers are go
 
 Run:  xvfb-run -a python benchmarks/long_session.py            (50 viewer runs, 200 engine calls)
       python benchmarks/long_session.py --viewer-runs 0        (engine only, no display needed)
+      xvfb-run -a python benchmarks/long_session.py --engine-calls 0 --replay   (the viewer's share alone)
+
+Measured (napari 0.9.2, torch 2.13 CPU, one thread, 2 shared cores): engine +0.1 MB over calls 5-200
+(344.1 → 344.3 MB, 0.7 KB per call); viewer +18.4 MB over runs 5-50 (555.5 → 573.9 MB, 419 KB per run),
+the same with the engine replayed (405 KB per run): napari's, whose bare viewer grows ~1.9 MB per add and
+remove of a 32 px image layer; 0 of 50 runs alive after their layers were deleted.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import gc
 import os
 import sys
@@ -67,7 +74,26 @@ class Track:
         return out
 
 
-def viewer_session(runs: int, prior: str, steps: int, warmup: int, every: int, delete_every: int) -> dict:
+def _replay(real):
+    """An engine that runs `real` once, then replays that run's progress reports and a copy of its result at once:
+    the widget and napari do the same work as before, the engine none (the `--replay` control)."""
+    first: dict = {}
+
+    def engine(image, progress=None, should_stop=None, **options):
+        if not first:
+            first["reports"] = reports = []
+            first["result"] = real(image, progress=lambda r: (reports.append(r), progress(r)), should_stop=should_stop,
+                                   **options)
+            return first["result"]
+        for report in first["reports"]:
+            progress(report)
+        return copy.deepcopy(first["result"])
+
+    return engine
+
+
+def viewer_session(runs: int, prior: str, steps: int, warmup: int, every: int, delete_every: int,
+                   replay: bool = False) -> dict:
     """`runs` presses of Run in one viewer; the result layers deleted every `delete_every` runs."""
     import napari
     from qtpy.QtCore import QSettings
@@ -78,6 +104,8 @@ def viewer_session(runs: int, prior: str, steps: int, warmup: int, every: int, d
 
     settings = Path(os.environ.get("TMPDIR", "/tmp")) / f"long-session-{os.getpid()}.ini"
     reconstruction._settings = lambda: QSettings(str(settings), QSettings.Format.IniFormat)  # not the user's file
+    if replay:
+        reconstruction.reconstruct = _replay(reconstruction.reconstruct)
     QFileDialog.getOpenFileName = staticmethod(lambda *args, **kwargs: (prior, ""))
     viewer = napari.Viewer(show=False)
     _, widget = viewer.window.add_plugin_dock_widget("napari-brgm", "BRGM Reconstruction")
@@ -88,7 +116,7 @@ def viewer_session(runs: int, prior: str, steps: int, warmup: int, every: int, d
     widget.method_combo.setCurrentIndex(widget.method_combo.findData("map"))
     widget.steps_spin.setValue(steps)
     app = QApplication.instance()
-    track, refs, finished = Track("viewer", warmup, every), [], [0]
+    track, refs, finished = Track("viewer (replayed engine)" if replay else "viewer", warmup, every), [], [0]
     widget.run_finished.connect(lambda _run: finished.__setitem__(0, finished[0] + 1))  # keeps no run
     for i in range(runs):
         widget.seed_spin.setValue(i)
@@ -144,6 +172,8 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=10, help="print the RSS every this many runs")
     ap.add_argument("--delete-every", type=int, default=5, help="delete the result layers every this many runs")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
+    ap.add_argument("--replay", action="store_true", help="control: the viewer's runs after the first replay its "
+                                                           "reports and result (no engine work)")
     args = ap.parse_args()
     import torch
 
@@ -152,7 +182,8 @@ def main() -> None:
     if args.engine_calls:
         engine_session(args.engine_calls, args.prior, args.steps, args.warmup, args.every)
     if args.viewer_runs:
-        out = viewer_session(args.viewer_runs, args.prior, args.steps, args.warmup, args.every, args.delete_every)
+        out = viewer_session(args.viewer_runs, args.prior, args.steps, args.warmup, args.every, args.delete_every,
+                             args.replay)
         if out["runs_alive"]:
             sys.exit("runs were kept alive after their layers were deleted")
 
