@@ -155,6 +155,27 @@ def test_closing_the_viewer_during_a_run_stops_it_quietly(make_napari_viewer, qt
     qtbot.wait(200)  # the worker's last queued signals reach a closed viewer
 
 
+def test_closing_the_dock_widget_during_a_run_stops_it_and_the_viewer_goes_on(make_napari_viewer, qtbot,
+                                                                               tiny_prior):
+    viewer = make_napari_viewer()
+    dock, widget = viewer.window.add_plugin_dock_widget("napari-brgm", "BRGM Reconstruction")
+    _image(viewer, "img", 17)
+    choose_checkpoint(widget)
+    run = long_run(widget, qtbot, "img")
+
+    viewer.window.remove_dock_widget(dock)
+    qtbot.waitUntil(lambda: run.stop.is_set() and not run.worker.is_running, timeout=RUN_TIMEOUT_MS)
+    qtbot.waitUntil(lambda: not WorkerBase._worker_set and QThreadPool.globalInstance().activeThreadCount() == 0,
+                    timeout=RUN_TIMEOUT_MS)
+    qtbot.wait(200)
+    assert run.result.partial  # closing the panel cancels its runs: the partial result is kept, as after Cancel
+    assert [layer.name for layer in viewer.layers] == ["img", "img SRx4 MAP mean (partial)"]
+    _image(viewer, "later", 18)  # the viewer goes on
+    viewer.layers.remove("img")
+    viewer.layers["later"].name = "renamed"
+    assert [layer.name for layer in viewer.layers] == ["img SRx4 MAP mean (partial)", "renamed"]
+
+
 # --- the viewer changes under a run -------------------------------------------------------------------------------
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from napari.layers import Image, Labels, Shapes
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import QObject, QSettings, Qt, Signal
+from qtpy.QtCore import QEvent, QObject, QSettings, Qt, Signal
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -318,6 +318,7 @@ class ReconstructionWidget(QWidget):
         self.viewer.layers.events.removed.connect(self._stop_orphans)
         self.viewer.dims.events.current_step.connect(self._update_info)
         self.destroyed.connect(partial(_stop_all, self.runs))
+        self._docked = False  # set once the widget has a parent (napari's dock); losing it is closing the panel
         self._refresh_layers()
         self._on_task()
         self._on_method()
@@ -712,6 +713,16 @@ class ReconstructionWidget(QWidget):
         self._update_buttons()
         run.worker.start()
         return run
+
+    def event(self, event) -> bool:
+        """Closing napari's dock (its ✕) takes the widget out of it: that cancels its runs, as Cancel would
+        (nothing else could stop them: the panel is gone)."""
+        if event.type() == QEvent.Type.ParentChange:
+            if self.parent() is not None:
+                self._docked = True
+            elif self._docked:
+                _stop_all(self.runs)
+        return super().event(event)
 
     @property
     def shown(self) -> Run | None:
