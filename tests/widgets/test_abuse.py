@@ -13,6 +13,7 @@ import pickle
 import sys
 import threading
 import weakref
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ from qtpy.QtCore import QThreadPool
 from qtpy.QtWidgets import QFileDialog
 from superqt.utils._qthreading import WorkerBase
 
+from napari_brgm import reconstruct
 from tests.widgets.test_widget import RUN_TIMEOUT_MS, choose_checkpoint, run_and_wait
 
 LONG = 100_000  # steps of a run that only ends when it is stopped
@@ -229,6 +231,8 @@ def test_two_runs_cancel_one_the_other_finishes_intact(docked, qtbot, tiny_prior
     assert len(second.result.losses["map/total"]) == 20
     np.testing.assert_array_equal(viewer.layers["b SRx4 MAP mean"].data, second.result.mean)
     np.testing.assert_array_equal(viewer.layers["a SRx4 MAP mean (partial)"].data, first.result.mean)
+    alone = reconstruct(second.request.image, **second.request.options)  # b's run, with nothing beside it
+    np.testing.assert_allclose(second.result.mean, alone.mean, rtol=1e-5, atol=1e-5 * np.abs(alone.mean).max())
     assert not any("preview" in layer.name for layer in viewer.layers)
     assert not _errors(notes)
 
@@ -252,7 +256,7 @@ def _hostile(tmp_path):
 
 
 def _truncated(tmp_path, tiny_prior):
-    data = open(tiny_prior, "rb").read()
+    data = Path(tiny_prior).read_bytes()
     path = tmp_path / "truncated.pkl"
     path.write_bytes(data[: len(data) // 2])
     return path, None
