@@ -119,10 +119,30 @@ def mask_slice(mask_layer: Layer | None, image_layer: Image, k: int | None) -> n
         if data.shape != shape:
             raise ValueError(f"mask {mask_layer.name!r} has shape {data.shape}, but the image "
                              f"{image_layer.name!r} {'slice ' if k is not None else ''}has shape {shape}")
+        check_mask_grid(mask_layer, image_layer)
         return np.asarray(data) != 0
     if isinstance(mask_layer, Shapes):
         return _shapes_mask(mask_layer, image_layer, k, shape)
     raise ValueError(f"mask {mask_layer.name!r} must be a Labels or Shapes layer")
+
+
+def check_mask_grid(mask: Labels, image: Image, tolerance: float = 1e-3) -> None:
+    """ValueError unless the Labels' pixels are the image's pixels in world coordinates (scale, translate, rotate,
+    shear, affine): a mask painted on another layer's grid would hide other pixels than those painted.
+
+    A 2-D mask of a volume (one mask for every slice) is compared in-plane; `tolerance` is in image pixels.
+    """
+    shape = np.asarray(mask.data.shape, dtype=float) - 1
+    corners = [np.zeros(mask.ndim)] + [np.where(np.arange(mask.ndim) == axis, shape, 0.0) for axis in range(mask.ndim)]
+    offset = image.ndim - mask.ndim  # 0, or 1 for a 2-D mask of a volume (napari aligns trailing axes)
+    for corner in corners:
+        world = np.asarray(mask.data_to_world(corner), dtype=float)
+        expected = np.asarray(image.data_to_world(np.r_[np.zeros(offset), corner]), dtype=float)[offset:]
+        scale = np.abs(np.asarray(image.scale, dtype=float)[offset:])
+        if not np.all(np.abs(world - expected) <= tolerance * scale):
+            raise ValueError(f"mask {mask.name!r} lies on another grid than the image {image.name!r} (its pixels "
+                             "are elsewhere in the world: scale, translate or rotation differ): paint the mask "
+                             f"made by 'New mask' for {image.name!r}")
 
 
 def _shapes_mask(shapes: Shapes, image: Image, k: int | None, shape: tuple[int, int]) -> np.ndarray:

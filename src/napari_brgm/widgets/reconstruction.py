@@ -12,13 +12,14 @@ from __future__ import annotations
 import math
 import threading
 import time
+import weakref
 from functools import partial
 from pathlib import Path
 
 from napari.layers import Image, Labels, Shapes
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import QObject, QSettings, Qt, Signal
+from qtpy.QtCore import QEvent, QObject, QSettings, Qt, Signal
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -182,7 +183,9 @@ class Run(QObject):
         self.flight: tuple[int, ...] = ()  # volume runs: the slices in flight; the loss curve is theirs
         self.clock: tuple[float, float] | None = None  # volume runs: (wall time, fraction done) at the first report
         self.layers: V.VolumeLayers | None = None  # volume runs: the result layers being filled
-        self.worker = create_worker(self._work, engine, _start_thread=False, _ignore_errors=True)
+        # the worker reaches its run through a weak reference: napari keeps every worker it made (the window's
+        # task list, for the close dialog), and a run holds its request and result (images, samples)
+        self.worker = create_worker(_work, weakref.ref(self), engine, _start_thread=False, _ignore_errors=True)
 
     @property
     def volume(self) -> bool:
@@ -195,7 +198,11 @@ class Run(QObject):
                 self.measured.emit(*kspace_views(prepare(self.request.image, mask=None, **self.request.options)))
         volume = {"slices": self.request.slices, "on_slice": self.sliced.emit} if self.volume else {}
         return engine(self.request.image, mask=self.request.mask, progress=self.progressed.emit,
-                      should_stop=self.stop.is_set, **volume, **self.request.options)
+                      should_stop=self._should_stop, **volume, **self.request.options)
+
+    def _should_stop(self) -> bool:
+        """Cancel, a deleted input or a closed widget (`stop`), or napari cancelling its tasks as the window closes."""
+        return self.stop.is_set() or self.worker.abort_requested
 
     def record(self, report: Progress) -> None:
         if self.volume and report.slices_in_flight != self.flight:  # next slice (or MAP batch): a new curve
@@ -303,7 +310,7 @@ class ReconstructionWidget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.runs: dict = {}  # by the input layer's unique_id: one run in flight per layer
-        self.shown: Run | None = None  # the run drawn in the progress bar and the loss plot
+        self._shown = _nobody  # weakly, the run drawn in the progress bar and the loss plot (`shown`)
         self.resolutions: dict[str, int] = {}  # prior → resolution, learnt from finished runs
         self._kinds: dict[str, str] = {}  # prior → kind, read once from each file's header
         self._listed_kind: str | None = None  # the kind of prior the prior box lists
@@ -312,8 +319,10 @@ class ReconstructionWidget(QWidget):
         self._build()
         for event in ("inserted", "removed", "moved", "changed"):
             getattr(self.viewer.layers.events, event).connect(self._refresh_layers)
+        self.viewer.layers.events.removed.connect(self._stop_orphans)
         self.viewer.dims.events.current_step.connect(self._update_info)
         self.destroyed.connect(partial(_stop_all, self.runs))
+        self._docked = False  # set once the widget has a parent (napari's dock); losing it is closing the panel
         self._refresh_layers()
         self._on_task()
         self._on_method()
@@ -698,24 +707,60 @@ class ReconstructionWidget(QWidget):
         if request.options["prior"] is not None:  # a Deep Image Prior run keeps the remembered prior
             _settings().setValue(f"prior/{_kind_of(request.options['method'])}", request.options["prior"])
         run = Run(request, layer, reconstruct if request.slices is None else reconstruct_volume)
+        deliver = partial(self._deliver, weakref.ref(run))  # weakly: a finished run goes with its last holder
         if run.volume:
             run.layers = V.VolumeLayers(self.viewer, layer, request)
-            run.sliced.connect(lambda k, result, run=run: self._on_slice(run, k, result),
+            run.sliced.connect(lambda k, result: deliver(self._on_slice, k, result),
                                Qt.ConnectionType.QueuedConnection)  # the engine hands slices over from the worker
-        run.progressed.connect(lambda report, run=run: self._on_progress(run, report),
+        run.progressed.connect(lambda report: deliver(self._on_progress, report),
                                Qt.ConnectionType.QueuedConnection)  # the engine reports from the worker thread
-        run.screened.connect(lambda record, run=run: self._on_screened(run, record), Qt.ConnectionType.QueuedConnection)
-        run.measured.connect(lambda zf, sampled, run=run: self._on_measured(run, zf, sampled),
+        run.screened.connect(lambda record: deliver(self._on_screened, record), Qt.ConnectionType.QueuedConnection)
+        run.measured.connect(lambda zf, sampled: deliver(self._on_measured, zf, sampled),
                              Qt.ConnectionType.QueuedConnection)
-        run.worker.returned.connect(lambda result, run=run: self._on_returned(run, result))
-        run.worker.errored.connect(lambda exc, run=run: self._on_errored(run, exc))
+        run.worker.returned.connect(lambda result: deliver(self._on_returned, result))
+        run.worker.errored.connect(lambda exc: deliver(self._on_errored, exc))
         run.worker.warned.connect(lambda w: show_warning(str(w[0])))
-        run.worker.finished.connect(lambda run=run: self._on_finished(run))
+        run.worker.finished.connect(lambda: deliver(self._on_finished))
         self.runs[layer.unique_id] = run
         self._show(run)
         self._update_buttons()
         run.worker.start()
         return run
+
+    def event(self, event) -> bool:
+        """Closing napari's dock (its ✕) takes the widget out of it: that cancels its runs, as Cancel would
+        (nothing else could stop them: the panel is gone)."""
+        if event.type() == QEvent.Type.ParentChange:
+            if self.parent() is not None:
+                self._docked = True
+            elif self._docked:
+                _stop_all(self.runs)
+        return super().event(event)
+
+    @property
+    def shown(self) -> Run | None:
+        """The run drawn in the progress bar and the loss plot (None once a finished run is no longer held)."""
+        return self._shown()
+
+    def _deliver(self, ref, handler, *args) -> None:
+        """Hand a run's report to its handler on the GUI thread, unless the widget is gone (the viewer was closed):
+        then the run is stopped and forgotten, and its late reports are dropped."""
+        run = ref()
+        if run is None:
+            return
+        if _deleted(self):
+            run.stop.set()
+            if handler == self._on_finished:
+                self.runs.pop(run.layer.unique_id, None)
+            return
+        handler(run, *args)
+
+    def _stop_orphans(self, event=None) -> None:
+        """A run whose input layer was deleted is stopped: nobody can cancel it any more, and a 2-D run's
+        results are dropped (a volume run keeps its finished slices, as after Cancel)."""
+        for run in list(self.runs.values()):
+            if not run.stop.is_set() and not self._alive(run.layer):
+                run.stop.set()
 
     def _warn_xray_prior(self, layer: Image, request: L.Request) -> None:
         """At Run: a CR/DX input with a trained prior, none of them an X-ray prior, gets a warning (it still runs)."""
@@ -740,7 +785,7 @@ class ReconstructionWidget(QWidget):
 
     def _show(self, run: Run) -> None:
         """Draw this run's progress and loss curve."""
-        self.shown = run
+        self._shown = weakref.ref(run)
         self.progress_bar.setMaximum(run.total_steps)
         self.progress_bar.setValue(run.done)
         self.progress_bar.setFormat(run.status())
@@ -857,6 +902,24 @@ def _note_detail(settings: dict | None) -> None:
     note = detail_lost((settings or {}).get("fit"))
     if note is not None:
         show_warning(note)
+
+
+def _work(ref, engine):
+    """A run's work in its worker thread (the run is in `ReconstructionWidget.runs` until it has finished)."""
+    return ref()._work(engine)
+
+
+def _nobody() -> None:
+    return None
+
+
+def _deleted(widget: QWidget) -> bool:
+    """Whether the Qt side of a widget is gone (its Python wrapper outlives it while worker signals are queued)."""
+    try:
+        widget.objectName()
+    except RuntimeError:
+        return True
+    return False
 
 
 def _stop_all(runs: dict) -> None:

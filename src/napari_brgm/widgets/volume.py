@@ -59,6 +59,7 @@ def volume_mask(mask_layer: Layer | None, image: Image, slices: list[int]) -> np
         if mask_layer.data.shape not in (shape, plane):
             raise ValueError(f"mask {mask_layer.name!r} has shape {mask_layer.data.shape}, but the volume "
                              f"{image.name!r} has shape {shape} (a mask for every slice: {plane})")
+        L.check_mask_grid(mask_layer, image)
         mask = np.asarray(mask_layer.data) != 0
     elif isinstance(mask_layer, Shapes):
         mask = np.zeros(shape, dtype=bool)
