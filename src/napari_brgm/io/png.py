@@ -10,6 +10,7 @@ from PIL import Image, UnidentifiedImageError
 from napari_brgm.io.errors import ReadError
 from napari_brgm.io.geometry import default_affine
 from napari_brgm.io.image import MedicalImage
+from napari_brgm.io.limits import declared_voxels
 
 _GRAY_MODES = ("1", "L", "I;16", "I;16B", "I;16L", "I", "F")
 
@@ -22,11 +23,18 @@ def read_png(path: str | Path) -> MedicalImage:
     path = Path(path)
     try:
         with Image.open(path) as img:
+            if img.format != "PNG":
+                raise ReadError(path, f"not a PNG image (Pillow reads it as {img.format})")
+            declared_voxels(path, (img.height, img.width), "PNG image")  # from IHDR, before decoding
             img.load()
             mode = img.mode
             pixels = np.asarray(img if mode in _GRAY_MODES else img.convert("RGB"))
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+    except ReadError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, EOFError) as err:
         raise ReadError(path, f"not a readable PNG image ({err})") from err
+    except (ValueError, TypeError, MemoryError, Image.DecompressionBombError) as err:  # damaged chunks
+        raise ReadError(path, f"damaged PNG image ({type(err).__name__}: {err})") from err
     if pixels.ndim == 3:
         if not (np.array_equal(pixels[..., 0], pixels[..., 1]) and np.array_equal(pixels[..., 0], pixels[..., 2])):
             reason = f"colour PNG images (mode {mode}) are not supported; napari-brgm works on grayscale images"
