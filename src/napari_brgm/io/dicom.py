@@ -46,10 +46,29 @@ _DESCRIPTIVE = {
 _GAP_TOLERANCE = 0.01
 
 
+class _CappedFile:
+    """A binary file whose read(n) never asks for more than the bytes left in it.
+
+    pydicom reads an element with fp.read(declared length); Python allocates the full `n` before
+    reading, so a damaged length of 0x2E31xxxx in a 10 kB file cost 740 MB (found by fuzzing).
+    """
+
+    def __init__(self, f, size: int) -> None:
+        self._f, self._size = f, size
+
+    def read(self, n: int | None = -1) -> bytes:
+        left = max(0, self._size - self._f.tell())
+        return self._f.read(left if n is None or n < 0 else min(n, left))
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+
 def read_dataset(path: str | Path) -> Dataset:
     """pydicom.dcmread with every failure turned into a ReadError naming the file."""
     try:
-        return pydicom.dcmread(path)
+        with open(path, "rb") as f:
+            return pydicom.dcmread(_CappedFile(f, Path(path).stat().st_size))
     except InvalidDicomError:
         raise ReadError(path, "not a DICOM file (no 'DICM' marker after the 128-byte preamble)") from None
     except Exception as err:  # pydicom raises many types on corrupt headers

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import logging
 import zlib
+from contextlib import contextmanager
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -45,7 +47,7 @@ def read_nifti(path: str | Path) -> MedicalImage:
     turns stored values into inf/NaN is refused, while NaN/inf stored in a float file are kept.
     """
     path = Path(path)
-    with nib.imageglobals.LoggingOutputSuppressor():  # nibabel logs header fixes ("setting 0 dims to 1")
+    with _quiet_nibabel():  # nibabel logs header fixes ("sizeof_hdr should be 348", "setting 0 dims to 1")
         img, shape = _open(path)
         try:
             volume = np.asarray(img.get_fdata(dtype=np.float32)).reshape(shape)
@@ -82,11 +84,29 @@ def read_nifti(path: str | Path) -> MedicalImage:
         "nifti": {
             "sform_code": sform_code,
             "qform_code": qform_code,
-            "xyz_units": header.get_xyzt_units()[0],
+            "xyz_units": _xyz_units(header),
             "description": description,
         },
     }
     return MedicalImage(data, spacing, affine, None, window, metadata, str(path), _stem(path))
+
+
+@contextmanager
+def _quiet_nibabel():
+    logger = nib.imageglobals.logger
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _xyz_units(header) -> str:
+    try:
+        return header.get_xyzt_units()[0]
+    except KeyError:  # a unit code nibabel does not know (damaged xyzt_units)
+        return "unknown"
 
 
 def _open(path: Path):

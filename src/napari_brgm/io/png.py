@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -21,10 +22,15 @@ def read_png(path: str | Path) -> MedicalImage:
     RGB(A) or palette images are accepted only when every pixel is gray (R = G = B); alpha is ignored.
     """
     path = Path(path)
+    with open(path, "rb") as f:
+        head = f.read(24)
+    if len(head) == 24 and head[12:16] == b"IHDR":  # the declared size, checked before Pillow sees the file
+        width, height = struct.unpack(">II", head[16:24])
+        declared_voxels(path, (height, width), "PNG image")
     try:
-        with Image.open(path) as img:
-            if img.format != "PNG":
-                raise ReadError(path, f"not a PNG image (Pillow reads it as {img.format})")
+        # formats=["PNG"]: a damaged signature must not send the bytes to Pillow's ~40 other decoders
+        # (EPS would start Ghostscript); found by fuzzing
+        with Image.open(path, formats=["PNG"]) as img:
             declared_voxels(path, (img.height, img.width), "PNG image")  # from IHDR, before decoding
             img.load()
             mode = img.mode
