@@ -11,7 +11,7 @@ from PIL import Image, UnidentifiedImageError
 from napari_brgm.io.errors import ReadError
 from napari_brgm.io.geometry import default_affine
 from napari_brgm.io.image import MedicalImage
-from napari_brgm.io.limits import declared_voxels
+from napari_brgm.io.limits import CappedFile, declared_voxels
 
 _GRAY_MODES = ("1", "L", "I;16", "I;16B", "I;16L", "I", "F")
 
@@ -30,7 +30,7 @@ def read_png(path: str | Path) -> MedicalImage:
     try:
         # formats=["PNG"]: a damaged signature must not send the bytes to Pillow's ~40 other decoders
         # (EPS would start Ghostscript); found by fuzzing
-        with Image.open(path, formats=["PNG"]) as img:
+        with open(path, "rb") as f, Image.open(CappedFile(f, path.stat().st_size), formats=["PNG"]) as img:
             declared_voxels(path, (img.height, img.width), "PNG image")  # from IHDR, before decoding
             img.load()
             mode = img.mode
