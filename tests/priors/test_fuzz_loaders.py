@@ -99,3 +99,33 @@ def test_fuzzed_real_stylegan2_ada_pickle(tiny_fixture_dir, tmp_path, data):
 
 
 # ------------------------------------------------------------- regression cases found by fuzzing
+
+
+def test_no_unsafe_loading_calls_in_the_source():
+    """The loading rules, checked on the source: no pickle/marshal loads, torch.load only with
+    weights_only=True, numpy.load never with allow_pickle=True, no eval/exec, no yaml.load."""
+    import ast
+
+    src = Path(__file__).resolve().parents[2] / "src" / "napari_brgm"
+    found = []
+    for path in sorted(src.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Call):
+                continue
+            f = node.func
+            name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
+            owner = f.value.id if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) else ""
+            kw = {k.arg: k.value for k in node.keywords}
+            const = lambda key: isinstance(kw.get(key), ast.Constant) and kw[key].value  # noqa: E731
+            where = f"{path.relative_to(src)}:{node.lineno}"
+            if name in ("eval", "exec") and (isinstance(f, ast.Name) or owner == "builtins"):  # not Module.eval()
+                found.append(f"{where} {name}()")
+            elif owner in ("pickle", "marshal", "dill", "cloudpickle") and name in ("load", "loads"):
+                found.append(f"{where} {owner}.{name}()")
+            elif owner == "torch" and name == "load" and const("weights_only") is not True:
+                found.append(f"{where} torch.load without weights_only=True")
+            elif owner in ("np", "numpy") and name == "load" and const("allow_pickle"):
+                found.append(f"{where} numpy.load(allow_pickle=True)")
+            elif owner == "yaml" and name in ("load", "unsafe_load"):
+                found.append(f"{where} yaml.{name}()")
+    assert not found, found
