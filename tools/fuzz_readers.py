@@ -127,7 +127,10 @@ def main(argv=None) -> int:
         counts[target] += 1
         if key is None:
             return
-        findings[f"[{target}] {key}"].append((len(data) if isinstance(data, bytes) else 0, seed_name, muts, data))
+        key = f"[{target}] {key}"
+        if key not in findings:  # said at once, so that an interrupted run still reports it
+            print(f"  new finding {key} (seed {seed_name}, mutations {muts})", flush=True)
+        findings[key].append((len(data) if isinstance(data, bytes) else 0, seed_name, muts, data))
 
     reader_seeds = {s.name: s for s in F.reader_seeds(work / "seeds")} if set(targets) - {"loaders"} else {}
     for s in reader_seeds.values():  # warm the lazy imports

@@ -279,9 +279,9 @@ def frames(ds: Dataset, path: str | Path) -> np.ndarray:
     with np.errstate(over="ignore", invalid="ignore"):
         for k, frame in enumerate(raw):
             out[k] = apply_modality_lut(frame, _transform_item(ds, k))
+        if str(ds.PhotometricInterpretation).strip() == "MONOCHROME1":
+            out = intensity.invert(out, np.float32(inversion_offset(ds)))
     _check_rescaled(ds, raw, out, path)
-    if str(ds.PhotometricInterpretation).strip() == "MONOCHROME1":
-        out = intensity.invert(out, inversion_offset(ds))
     return out
 
 
@@ -294,7 +294,7 @@ def _check_rescaled(ds: Dataset, raw: np.ndarray, out: np.ndarray, path: str | P
         bad &= np.isfinite(raw)
     if bad.any():
         raise ReadError(path, f"the rescale {rescale(ds)} (slope, intercept) turns {int(bad.sum()):,} stored values "
-                        "into infinite or NaN pixels (damaged RescaleSlope/RescaleIntercept?)")
+                        "into infinite or NaN pixels (damaged RescaleSlope/RescaleIntercept/BitsStored?)")
 
 
 def describe(ds: Dataset) -> dict:
