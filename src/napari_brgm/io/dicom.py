@@ -59,7 +59,7 @@ def read_dataset(path: str | Path) -> Dataset:
 
 # What pydicom raises when a damaged header value is converted on first access (values are parsed lazily).
 _HEADER_ERRORS = (ValueError, TypeError, AttributeError, KeyError, IndexError, OverflowError, ZeroDivisionError,
-                  struct.error, EOFError, UnicodeError)
+                  struct.error, EOFError, UnicodeError, NotImplementedError)  # "Unknown Value Representation"
 
 
 @contextmanager
