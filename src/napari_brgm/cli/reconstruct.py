@@ -415,7 +415,8 @@ def _run_volume(args, image, interactive: bool = True) -> int:
         raise ValueError("--task inpaint needs --mask MASK (nonzero = missing)")
     options = _engine_options(args)
     params = {"input": str(Path(args.input).resolve()), "axis": args.axis, "mask": None if args.mask is None
-              else str(Path(args.mask).resolve())} | {k: v for k, v in options.items() if k != "self_check"}
+              else str(Path(args.mask).resolve())} | {k: v for k, v in options.items() if k != "self_check"
+                                                     and (k, v) != ("nonfinite", "refuse")}  # runs made before it
     store = SliceStore(args.out / "slices", params, overwrite=args.overwrite)
     before = [k for k in store.done() if k in chosen]
     todo = [k for k in chosen if k not in before]
