@@ -17,7 +17,6 @@ import torch
 
 from napari_brgm.io.atomic import write_atomically
 from napari_brgm.priors.errors import CheckpointError
-from napari_brgm.priors.modelfile import MAX_RESOLUTION
 from napari_brgm.priors.stylegan2 import Generator, GeneratorConfig, _setup_filter
 from napari_brgm.priors.unpickle import Invalid, load_pickle
 from napari_brgm.priors.wstats import WStats
@@ -101,8 +100,6 @@ def infer_config(shapes: dict[str, tuple[int, ...]], hints: dict) -> GeneratorCo
         raise Invalid(f"synthesis blocks {res} are not 4, 8, ... up to a power of two")
     chans = {r: shape(f"synthesis.b{r}.conv1.weight", 4)[0] for r in res}
     img_channels = shape("synthesis.b4.torgb.weight", 4)[0]
-    if res[-1] > MAX_RESOLUTION:
-        raise Invalid(f"synthesis blocks up to {res[-1]} px, above the {MAX_RESOLUTION} px napari-brgm accepts")
     base, cmax = _channel_params(chans, res[-1], hints)
     try:
         return GeneratorConfig(
@@ -112,11 +109,6 @@ def infer_config(shapes: dict[str, tuple[int, ...]], hints: dict) -> GeneratorCo
             num_fp16_res=int(hints.get("num_fp16_res", 0)))
     except (ValueError, TypeError) as e:
         raise Invalid(str(e)) from None
-
-
-def _check_resolution(config: GeneratorConfig) -> None:
-    if config.img_resolution > MAX_RESOLUTION:
-        raise Invalid(f"img_resolution {config.img_resolution} is above the {MAX_RESOLUTION} px napari-brgm accepts")
 
 
 def check_shapes(config: GeneratorConfig, shapes: dict[str, tuple[int, ...]]) -> None:
@@ -216,7 +208,6 @@ def _from_safetensors(path: Path) -> tuple[GeneratorConfig, dict[str, torch.Tens
                 config = GeneratorConfig.from_dict(raw)
             except (ValueError, TypeError) as e:
                 raise Invalid(str(e)) from None
-            _check_resolution(config)
             keys = list(f.keys())
             weights = [k for k in keys if k not in _WSTATS_KEYS]
             shapes = {k: tuple(f.get_slice(k).get_shape()) for k in keys}
