@@ -243,6 +243,8 @@ REGRESSIONS = {
     "png-tall-ihdr": ("gray8.png", [("field", "height", b"\x00t\x82\x80")], "cannot hold the 10 x 7635584"),
     "png-taller-than-its-data": ("gray8.png", [("field", "height", b"\x00\x00\x00\x64")],
                                  "truncated PNG image data (88 of 1100 bytes"),
+    # parallel ImageOrientationPatient rows gave a multi-frame image a slice spacing of 0 (no normal)
+    "dicom-parallel-orientation": ("emri_small.dcm", [("set-iop", "1\\0\\0\\1\\0\\0")], None),
     # an unknown value representation escaped as NotImplementedError (pydicom parses values lazily)
     "dicom-unknown-vr": ("MR_small.dcm", [("vr", "SamplesPerPixel", b"Ut")], "Unknown Value Representation"),
 }
@@ -255,6 +257,16 @@ def _apply_regression(seed, muts) -> bytes:
         if m[0] == "field-length-zero":  # explicit VR little endian: the 2-byte length before the value
             fld = next(f for f in seed.fields if f.name == m[1])
             data[fld.offset - 2:fld.offset] = b"\x00\x00"
+        elif m[0] == "set-iop":  # emri_small has no ImageOrientationPatient: add one with pydicom
+            import io
+
+            import pydicom
+
+            ds = pydicom.dcmread(io.BytesIO(bytes(data)))
+            ds.ImageOrientationPatient = m[1].split("\\")
+            buf = io.BytesIO()
+            ds.save_as(buf)
+            data = bytearray(buf.getvalue())
         elif m[0] == "vr":  # explicit VR: the two letters before the length
             fld = next(f for f in seed.fields if f.name == m[1])
             data[fld.offset - 4:fld.offset - 2] = m[2]

@@ -42,6 +42,9 @@ _DESCRIPTIVE = {
     "spacing_between_slices": "SpacingBetweenSlices",
 }
 
+# ImageOrientationPatient rows must be this close to orthogonal (|cos|), else the orientation is unknown.
+_ORTHOGONAL_TOLERANCE = 0.01
+
 # Slice gaps may differ by this fraction of the median gap before a stack is refused.
 _GAP_TOLERANCE = 0.01
 
@@ -211,7 +214,10 @@ def orientation(ds: Dataset) -> np.ndarray | None:
         return None
     if not np.all(np.isfinite(iop)) or np.any(np.linalg.norm(iop, axis=1) < 1e-6):
         return None
-    return iop / np.linalg.norm(iop, axis=1, keepdims=True)
+    iop = iop / np.linalg.norm(iop, axis=1, keepdims=True)
+    if abs(float(iop[0] @ iop[1])) > _ORTHOGONAL_TOLERANCE:  # parallel rows give no slice normal (found by fuzzing)
+        return None
+    return iop
 
 
 def position(ds: Dataset) -> np.ndarray | None:
