@@ -201,7 +201,7 @@ def main(argv=None) -> int:
     print(f"fuzz_readers: {sum(counts.values())} cases in {time.perf_counter() - started:.0f} s, "
           f"{len(findings)} distinct findings", flush=True)
     for key, cases in sorted(findings.items(), key=lambda kv: -len(kv[1])):
-        size, seed_name, muts, data = min(cases, key=lambda c: (len(c[2]), c[0]))
+        _size, seed_name, muts, data = min(cases, key=lambda c: (len(c[2]), c[0]))
         print(f"- {key}: {len(cases)} cases; smallest: seed {seed_name}, mutations {muts}")
         if args.out is not None:
             args.out.mkdir(parents=True, exist_ok=True)

@@ -276,11 +276,9 @@ def _run_slice(args, image, interactive: bool = True) -> int:
     import numpy as np
 
     from napari_brgm.cli.panel import write_panel
-    from napari_brgm.engine import reconstruct
+    from napari_brgm.engine import nonfinite, reconstruct
     from napari_brgm.engine.ood import screen
     from napari_brgm.io import save_nifti
-
-    from napari_brgm.engine import nonfinite
 
     geometry = _slice_of(image, args.slice_index)
     data = geometry.data[0]

@@ -45,7 +45,7 @@ def describe(bad: np.ndarray, values: np.ndarray, axes: str = "yx", slice_axis: 
     if len(axes) == 2:
         return f"{text}, in rows {span('y')} and columns {span('x')}"
     axis = 0 if slice_axis is None else slice_axis
-    slices = sorted(set(int(k) for k in where[axis]))
+    slices = sorted({int(k) for k in where[axis]})
     return (f"{text}, in {len(slices)} slice{'s' if len(slices) > 1 else ''} along {axes[axis]} "
             f"({_ranges(slices)}); bounding box " + ", ".join(f"{a} {span(a)}" for a in axes))
 

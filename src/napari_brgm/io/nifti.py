@@ -5,8 +5,8 @@ from __future__ import annotations
 import gzip
 import logging
 import zlib
-from contextlib import contextmanager
 from collections.abc import Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import nibabel as nib
