@@ -112,6 +112,9 @@ def add_request_arguments(p: argparse.ArgumentParser) -> None:
                    "it, if any; 'none': uncalibrated); made by napari-brgm calibrate")
     p.add_argument("--self-check", action="store_true", help="inpainting: a second run with 10%% of the observed "
                    "pixels hidden reports their coverage (a check without ground truth)")
+    p.add_argument("--nonfinite", choices=("refuse", "missing"), default="refuse",
+                   help="NaN/inf pixels in the input: refuse (default; the message says how many and where) or, "
+                   "for inpainting, treat them as missing (they join --mask, which may then be omitted)")
 
 
 # Python-API spellings of flags whose argparse dest differs
@@ -233,7 +236,7 @@ def _engine_options(args) -> dict:
     return dict(task=args.task, factor=args.factor, prior=args.prior, method=args.method, steps=args.steps,
                 samples=args.samples, seed=args.seed, device=args.device, sigma_y=args.sigma_y,
                 back_project=args.back_project, bp_eta=args.bp_eta, interval=args.interval,
-                calibration=args.calibration, self_check=args.self_check,
+                calibration=args.calibration, self_check=args.self_check, nonfinite=args.nonfinite,
                 **{name: getattr(args, name) for name in OPTIONS if hasattr(args, name)})
 
 
@@ -273,15 +276,21 @@ def _run_slice(args, image, interactive: bool = True) -> int:
     import numpy as np
 
     from napari_brgm.cli.panel import write_panel
-    from napari_brgm.engine import reconstruct
+    from napari_brgm.engine import nonfinite, reconstruct
     from napari_brgm.engine.ood import screen
     from napari_brgm.io import save_nifti
 
     geometry = _slice_of(image, args.slice_index)
     data = geometry.data[0]
     mask = _mask_of(args.mask, data.shape, args.slice_index) if args.mask else None
+    nonfinite.check_choice(args.nonfinite, args.task)
+    # before the out-of-distribution screen: the non-finite pixels are refused, or join the mask
+    data, mask = nonfinite.resolve(data, mask, args.nonfinite, args.task,
+                                   what=f"slice {geometry.metadata['slice_of']['index']} of {args.input}")
     if args.task == "inpaint" and mask is None:
-        raise ValueError("--task inpaint needs --mask MASK (nonzero = missing)")
+        raise ValueError("--task inpaint needs --mask MASK (nonzero = missing)"
+                         + ("; the slice has no NaN/inf pixels for --nonfinite missing to mark"
+                            if args.nonfinite == "missing" else ""))
 
     pre = {"ok": None}
     if interactive:  # the out-of-distribution flag, before the run
@@ -403,11 +412,12 @@ def _run_volume(args, image, interactive: bool = True) -> int:
     axis = AXES[args.axis]
     chosen = parse_slices(args.slices, volume.shape[axis])
     mask = _volume_mask(args.mask)
-    if args.task == "inpaint" and mask is None:
+    if args.task == "inpaint" and mask is None and args.nonfinite != "missing":
         raise ValueError("--task inpaint needs --mask MASK (nonzero = missing)")
     options = _engine_options(args)
     params = {"input": str(Path(args.input).resolve()), "axis": args.axis, "mask": None if args.mask is None
-              else str(Path(args.mask).resolve())} | {k: v for k, v in options.items() if k != "self_check"}
+              else str(Path(args.mask).resolve())} | {k: v for k, v in options.items() if k != "self_check"
+                                                     and (k, v) != ("nonfinite", "refuse")}  # runs made before it
     store = SliceStore(args.out / "slices", params, overwrite=args.overwrite)
     before = [k for k in store.done() if k in chosen]
     todo = [k for k in chosen if k not in before]

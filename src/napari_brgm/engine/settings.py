@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 
+from napari_brgm.engine import nonfinite as _nonfinite
 from napari_brgm.engine.methods import DEFAULT_RESTARTS, METHOD_SPECS, METHODS, PRIOR_KINDS
 from napari_brgm.engine.options import Options, build, names
 from napari_brgm.engine.tasks import TASK_SPECS, TASKS
@@ -51,6 +52,7 @@ class Settings:
     interval: float = 0.9  # level of the central interval Result.lower/upper of methods with samples: 0.8, 0.9, 0.95
     calibration: str | None = None  # calibration file (None: <prior>.calibration.json beside the prior; "none": off)
     self_check: bool = False  # inpainting: a second run with 10% of the observed pixels hidden, their coverage reported
+    nonfinite: str = "refuse"  # inf/NaN input pixels: "refuse" (say how many and where) or "missing" (inpainting)
     task_options: Options | None = None  # the task's options dataclass (None: its defaults)
     method_options: Options | None = None  # the method's options dataclass (None: its defaults)
 
@@ -126,6 +128,7 @@ class Settings:
                              "perceptual_weights unset for task 'kspace'")
         if self.interval not in INTERVAL_LEVELS:
             raise ValueError(f"interval must be one of {INTERVAL_LEVELS}, got {self.interval!r}")
+        _nonfinite.check_choice(self.nonfinite, self.task)
         self.task_options.validate()
         self.method_options.validate()
 
@@ -160,7 +163,11 @@ def _not_here(option: str, settings: Settings) -> str:
 
 
 def validate_inputs(image, mask, settings: Settings) -> tuple[np.ndarray, np.ndarray | None]:
-    """Check the image and mask against the task; return float32 image and boolean missing-mask."""
+    """Check the image and mask against the task; return float32 image and boolean missing-mask.
+
+    Non-finite pixels are refused with their count and place, or (inpainting with
+    `nonfinite="missing"`) join the missing-mask; the returned image is then finite everywhere.
+    """
     image = np.asarray(image)
     if np.iscomplexobj(image):
         raise ValueError("the image is complex: every task reconstructs a real-valued image (k-space is simulated "
@@ -170,18 +177,19 @@ def validate_inputs(image, mask, settings: Settings) -> tuple[np.ndarray, np.nda
     if min(image.shape) < 2:
         raise ValueError(f"image is too small: {image.shape}")
     image = image.astype(np.float32, copy=False)
-    if not np.isfinite(image).all():
-        raise ValueError("image contains NaN or infinite values")
+    nonfinite = getattr(settings, "nonfinite", "refuse")
     if settings.task != "inpaint":
         if mask is not None:
             raise ValueError(f"a mask is only used for inpainting, not for task {settings.task!r}")
+        image, _ = _nonfinite.resolve(image, None, nonfinite, settings.task)
         return image, None
-    if mask is None:
+    if mask is not None:
+        mask = np.asarray(mask)
+        if mask.shape != image.shape:
+            raise ValueError(f"mask shape {mask.shape} does not match image shape {image.shape}")
+    image, missing = _nonfinite.resolve(image, None if mask is None else mask != 0, nonfinite, settings.task)
+    if missing is None:
         raise ValueError("inpainting needs a mask (nonzero = missing)")
-    mask = np.asarray(mask)
-    if mask.shape != image.shape:
-        raise ValueError(f"mask shape {mask.shape} does not match image shape {image.shape}")
-    missing = mask != 0
     if not missing.any():
         raise ValueError("the mask is empty: paint the missing region (nonzero = missing)")
     if missing.all():

@@ -19,6 +19,7 @@ import torch
 
 from napari_brgm.engine.reconstruction import (Prepared, _Estimate, _map_config, _solve_brgm, finish, prepare,
                                                solve)
+from napari_brgm.engine import nonfinite
 from napari_brgm.engine.result import Progress, Result
 from napari_brgm.engine.settings import Settings, validate_inputs
 from napari_brgm.operators.base import LinearOperator
@@ -165,6 +166,7 @@ def reconstruct_volume(
                                   method=method, steps=int(steps), samples=int(samples), seed=int(seed),
                                   device=str(device), **options)
     settings.validate()
+    masks = _nonfinite_masks(stack, masks, chosen, settings, axis)
     copied = _check_slices(stack, masks, chosen, settings)
     run_kwargs = dict(task=task, factor=factor, prior=prior, method=method, steps=steps, samples=samples, seed=seed,
                       device=device, **options)
@@ -215,6 +217,21 @@ def _masks(mask, shape: tuple[int, ...], axis: int, task: str) -> np.ndarray | N
     if mask.shape == plane:
         return np.broadcast_to(mask, (shape[axis], *plane))
     raise ValueError(f"the mask has shape {mask.shape}; it must be the volume's {tuple(shape)} or one slice's {plane}")
+
+
+def _nonfinite_masks(stack: np.ndarray, masks, chosen: list[int], settings: Settings, axis: int):
+    """Refuse non-finite voxels in the chosen slices (how many, which slices, the bounding box), or with
+    nonfinite="missing" (inpainting) add them to the slices' masks."""
+    found = nonfinite.scan(stack, chosen)
+    if not found:
+        return masks
+    if settings.nonfinite != "missing":
+        raise ValueError(f"the volume has {nonfinite.describe_volume(stack, found, axis)}: reconstruction needs "
+                         f"finite values; {nonfinite.advice(settings.task)}")
+    out = np.zeros(stack.shape, dtype=bool) if masks is None else np.array(masks, dtype=bool)
+    for k, bad in found.items():
+        out[k] |= bad
+    return out
 
 
 def _check_slices(stack: np.ndarray, masks, chosen: list[int], settings: Settings) -> dict[int, str]:

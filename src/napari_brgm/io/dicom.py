@@ -7,7 +7,9 @@ the single-frame files of a folder with the same helpers.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+import struct
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +23,7 @@ from napari_brgm.io import intensity
 from napari_brgm.io.errors import ReadError
 from napari_brgm.io.geometry import LPS_TO_RAS, spacing_from_affine
 from napari_brgm.io.image import MedicalImage
+from napari_brgm.io.limits import RLE_MAX_RATIO, CappedFile, check_bytes, declared_voxels
 from napari_brgm.io.sniff import DICOM_SUFFIXES
 
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
@@ -39,6 +42,9 @@ _DESCRIPTIVE = {
     "spacing_between_slices": "SpacingBetweenSlices",
 }
 
+# ImageOrientationPatient rows must be this close to orthogonal (|cos|), else the orientation is unknown.
+_ORTHOGONAL_TOLERANCE = 0.01
+
 # Slice gaps may differ by this fraction of the median gap before a stack is refused.
 _GAP_TOLERANCE = 0.01
 
@@ -46,10 +52,33 @@ _GAP_TOLERANCE = 0.01
 def read_dataset(path: str | Path) -> Dataset:
     """pydicom.dcmread with every failure turned into a ReadError naming the file."""
     try:
-        return pydicom.dcmread(path)
+        with open(path, "rb") as f:
+            return pydicom.dcmread(CappedFile(f, Path(path).stat().st_size))
     except InvalidDicomError:
         raise ReadError(path, "not a DICOM file (no 'DICM' marker after the 128-byte preamble)") from None
     except Exception as err:  # pydicom raises many types on corrupt headers
+        raise ReadError(path, f"corrupt DICOM header ({type(err).__name__}: {err})") from err
+
+
+# What pydicom raises when a damaged header value is converted on first access (values are parsed lazily).
+_HEADER_ERRORS = (ValueError, TypeError, AttributeError, KeyError, IndexError, OverflowError, ZeroDivisionError,
+                  struct.error, EOFError, UnicodeError, NotImplementedError)  # "Unknown Value Representation"
+
+
+@contextmanager
+def header_guard(path: str | Path) -> Iterator[None]:
+    """Turn what a damaged header makes pydicom or numpy raise while it is interpreted into a ReadError.
+
+    pydicom converts element values lazily, so a corrupt value surfaces wherever it is first used;
+    the specific checks (transfer syntax, image size, pixel bytes, rescale) give the clearer messages.
+    """
+    try:
+        yield
+    except ReadError:
+        raise
+    except MemoryError:
+        raise ReadError(path, "the header declares more pixel data than memory allows (damaged header?)") from None
+    except _HEADER_ERRORS as err:
         raise ReadError(path, f"corrupt DICOM header ({type(err).__name__}: {err})") from err
 
 
@@ -68,7 +97,7 @@ def check_image(ds: Dataset, path: str | Path) -> None:
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip()
     if int(ds.get("SamplesPerPixel", 1)) != 1 or photometric not in _GRAYSCALE:
         raise ReadError(path, f"colour images ({photometric}) are not supported; napari-brgm works on grayscale images")
-    syntax = _transfer_syntax(ds)
+    syntax = transfer_syntax(ds, path)
     if syntax is not None and syntax.is_compressed:
         try:
             decoder = get_decoder(syntax)
@@ -85,6 +114,39 @@ def check_image(ds: Dataset, path: str | Path) -> None:
 def _transfer_syntax(ds: Dataset):
     meta = getattr(ds, "file_meta", None)
     return meta.get("TransferSyntaxUID") if meta is not None else None
+
+
+def transfer_syntax(ds: Dataset, path: str | Path):
+    """The file's transfer syntax UID (None when the meta header has none); ReadError unless it is one."""
+    syntax = _transfer_syntax(ds)
+    if syntax is not None and not syntax.is_transfer_syntax:
+        shown = str(syntax)[:64]
+        raise ReadError(path, f"the file meta header gives {shown!r} as the transfer syntax, which is not a DICOM "
+                        "transfer syntax UID (damaged header?)")
+    return syntax
+
+
+def check_size(ds: Dataset, path: str | Path) -> int:
+    """Check the declared frames x rows x columns against `MAX_VOXELS` and the pixel bytes present; return
+    the number of frames. Done before pydicom decodes (and allocates) anything."""
+    rows, columns = ds.get("Rows"), ds.get("Columns")
+    if rows is None or columns is None:
+        raise ReadError(path, "the header has no Rows/Columns: the image size is unknown")
+    n_frames = get_nr_frames(ds, warn=False)
+    declared_voxels(path, (n_frames, rows, columns), "image")
+    keyword = next(k for k in _PIXEL_KEYWORDS if k in ds)
+    present = len(ds[keyword].value or b"")
+    bits = {"FloatPixelData": 32, "DoubleFloatPixelData": 64}.get(keyword) or int(ds.get("BitsAllocated") or 0)
+    if bits not in (1, 8, 16, 32, 64):
+        raise ReadError(path, f"unsupported BitsAllocated {bits} (1, 8, 16, 32 or 64)")
+    needed = (n_frames * int(rows) * int(columns) * bits + 7) // 8
+    syntax = transfer_syntax(ds, path)
+    if syntax is None or not syntax.is_compressed:
+        check_bytes(path, needed, present)
+    elif syntax == pydicom.uid.RLELossless and needed > RLE_MAX_RATIO * present + 64 * n_frames:
+        raise ReadError(path, f"{present:,} bytes of RLE data cannot hold the declared {needed:,} bytes of pixels "
+                        "(damaged header?)")
+    return n_frames
 
 
 def _item(ds: Dataset | None, keyword: str, index: int = 0) -> Dataset | None:
@@ -152,7 +214,10 @@ def orientation(ds: Dataset) -> np.ndarray | None:
         return None
     if not np.all(np.isfinite(iop)) or np.any(np.linalg.norm(iop, axis=1) < 1e-6):
         return None
-    return iop / np.linalg.norm(iop, axis=1, keepdims=True)
+    iop = iop / np.linalg.norm(iop, axis=1, keepdims=True)
+    if abs(float(iop[0] @ iop[1])) > _ORTHOGONAL_TOLERANCE:  # parallel rows give no slice normal (found by fuzzing)
+        return None
+    return iop
 
 
 def position(ds: Dataset) -> np.ndarray | None:
@@ -204,6 +269,7 @@ def rescale(ds: Dataset) -> list[float] | None:
 def frames(ds: Dataset, path: str | Path) -> np.ndarray:
     """Pixels as float32 (frames, rows, columns), modality LUT applied, MONOCHROME1 inverted."""
     check_image(ds, path)
+    n_frames = check_size(ds, path)
     try:
         raw = ds.pixel_array
     except ValueError as err:
@@ -214,13 +280,27 @@ def frames(ds: Dataset, path: str | Path) -> np.ndarray:
         raise ReadError(path, f"could not decode the pixel data ({err})") from err
     except Exception as err:
         raise ReadError(path, f"could not decode the pixel data ({type(err).__name__}: {err})") from err
-    raw = raw.reshape(get_nr_frames(ds, warn=False), int(ds.Rows), int(ds.Columns))
+    raw = raw.reshape(n_frames, int(ds.Rows), int(ds.Columns))
     out = np.empty(raw.shape, dtype=np.float32)
-    for k, frame in enumerate(raw):
-        out[k] = apply_modality_lut(frame, _transform_item(ds, k))
-    if str(ds.PhotometricInterpretation).strip() == "MONOCHROME1":
-        out = intensity.invert(out, inversion_offset(ds))
+    with np.errstate(over="ignore", invalid="ignore"):
+        for k, frame in enumerate(raw):
+            out[k] = apply_modality_lut(frame, _transform_item(ds, k))
+        if str(ds.PhotometricInterpretation).strip() == "MONOCHROME1":
+            out = intensity.invert(out, np.float32(inversion_offset(ds)))
+    _check_rescaled(ds, raw, out, path)
     return out
+
+
+def _check_rescaled(ds: Dataset, raw: np.ndarray, out: np.ndarray, path: str | Path) -> None:
+    """Refuse a rescale that turns finite stored values into inf/NaN; stored float NaN/inf are kept (they are data)."""
+    bad = ~np.isfinite(out)
+    if not bad.any():
+        return
+    if raw.dtype.kind == "f":
+        bad &= np.isfinite(raw)
+    if bad.any():
+        raise ReadError(path, f"the rescale {rescale(ds)} (slope, intercept) turns {int(bad.sum()):,} stored values "
+                        "into infinite or NaN pixels (damaged RescaleSlope/RescaleIntercept/BitsStored?)")
 
 
 def describe(ds: Dataset) -> dict:
@@ -355,11 +435,13 @@ def read_dicom_file(path: str | Path) -> MedicalImage:
     """Read one DICOM file: a single image (y, x) or a multi-frame stack (z, y, x)."""
     path = Path(path)
     ds = read_dataset(path)
-    pixels = frames(ds, path)
-    spacing, source = pixel_spacing(ds)
-    positions = frame_positions(ds, len(pixels))
-    order, affine = stack_affine(path, orientation(ds), positions, spacing or (1.0, 1.0), slice_step(ds), position(ds))
-    if order is not None:
-        pixels = pixels[order]
-    name = path.stem if path.suffix.lower() in DICOM_SUFFIXES else path.name
-    return build_image(ds, pixels, affine, source, path, name, "dicom", files=[path])
+    with header_guard(path):
+        pixels = frames(ds, path)
+        spacing, source = pixel_spacing(ds)
+        positions = frame_positions(ds, len(pixels))
+        order, affine = stack_affine(path, orientation(ds), positions, spacing or (1.0, 1.0), slice_step(ds),
+                                     position(ds))
+        if order is not None:
+            pixels = pixels[order]
+        name = path.stem if path.suffix.lower() in DICOM_SUFFIXES else path.name
+        return build_image(ds, pixels, affine, source, path, name, "dicom", files=[path])

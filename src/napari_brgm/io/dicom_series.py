@@ -11,6 +11,7 @@ import numpy as np
 from napari_brgm.io import dicom
 from napari_brgm.io.errors import ReadError
 from napari_brgm.io.image import MedicalImage
+from napari_brgm.io.limits import declared_voxels
 from napari_brgm.io.sniff import is_dicom_file
 
 _ORIENTATION_TOLERANCE = 1e-3
@@ -58,7 +59,11 @@ def read_dicom_series(folder: str | Path) -> MedicalImage:
     sizes or orientations, repeated positions or uneven gaps is refused with the reason.
     """
     folder = Path(folder)
-    found = _image_datasets(folder)
+    with dicom.header_guard(folder):
+        return _read_series(folder, _image_datasets(folder))
+
+
+def _read_series(folder: Path, found: list) -> MedicalImage:
     series = Counter(str(ds.get("SeriesInstanceUID", "")) for _, ds in found)
     if len(series) > 1:
         labels = sorted({_series_label(ds) for _, ds in found})
@@ -75,6 +80,7 @@ def read_dicom_series(folder: str | Path) -> MedicalImage:
     shapes = {(int(ds.Rows), int(ds.Columns)) for _, ds in found}
     if len(shapes) > 1:
         raise ReadError(folder, f"the slices have different sizes {sorted(shapes)}")
+    declared_voxels(folder, (len(found), *shapes.pop()), "series")
     iop = dicom.orientation(found[0][1])
     for path, ds in found:
         other = dicom.orientation(ds)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from napari_brgm.io.errors import ReadError
 from napari_brgm.io.fastmri import claims_fastmri
 from napari_brgm.io.layer import layer_data
@@ -55,4 +57,10 @@ def read_path(path) -> list:
 
         show_error(str(err))
         return NO_LAYERS
+    bad = int(np.count_nonzero(~np.isfinite(image.data)))
+    if bad:  # opened so the user can see them; a reconstruction refuses them (engine/nonfinite.py)
+        from napari.utils.notifications import show_warning
+
+        show_warning(f"{image.source}: {bad:,} of {image.data.size:,} voxels are NaN or infinite. Reconstruction "
+                     "refuses them; for inpainting, --nonfinite missing (nonfinite='missing') treats them as missing.")
     return [layer_data(image)]

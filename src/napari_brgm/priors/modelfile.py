@@ -9,6 +9,7 @@ tensors are checked against the shapes the config's model declares before they a
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -18,6 +19,9 @@ from napari_brgm.priors.errors import CheckpointError
 
 KINDS = ("stylegan2", "diffusion", "flow")
 _FORMAT_PREFIX = "napari-brgm/"
+MAX_RESOLUTION = 4096
+"""Largest image side a prior file may declare (a config is checked before any model is built)."""
+_EXTRA_ELEMENTS = 1 << 24  # buffers a model may build beyond the tensors its file holds (schedules, masks)
 
 
 class ConfiguredImageSize:
@@ -93,19 +97,32 @@ def load_model(path, kind: str, build, device="cpu") -> tuple[torch.nn.Module, d
             meta = dict(f.metadata() or {})
             try:
                 config = json.loads(meta["config"])
-                module = build(config)
-            except (KeyError, json.JSONDecodeError, TypeError, ValueError) as e:
+                resolution = config.get("resolution") if isinstance(config, dict) else None
+                if isinstance(resolution, int) and resolution > MAX_RESOLUTION:
+                    raise ValueError(f"resolution {resolution} is above the {MAX_RESOLUTION} px napari-brgm accepts")
+                # the shapes the config implies, from a model on the meta device: nothing is allocated, so a
+                # config declaring a huge model cannot cost memory before it is checked against the file
+                with torch.device("meta"):
+                    skeleton = build(config)
+            except (KeyError, json.JSONDecodeError, TypeError, ValueError, AttributeError) as e:
                 raise CheckpointError(f"{path}: invalid {kind} config ({type(e).__name__}: {e})") from None
-            expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+            expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
             present = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
             if expected != present:
                 missing, unexpected = sorted(set(expected) - set(present)), sorted(set(present) - set(expected))
                 wrong = sorted(k for k in set(expected) & set(present) if expected[k] != present[k])
                 raise CheckpointError(f"{path}: weights do not match the {kind} config (missing {missing[:3]}, "
                                       f"unexpected {unexpected[:3]}, wrong shape {wrong[:3]})")
+            in_file = sum(math.prod(s) for s in present.values())
+            built = sum(t.numel() for t in list(skeleton.parameters()) + list(skeleton.buffers()))
+            if built > in_file + _EXTRA_ELEMENTS:
+                raise CheckpointError(f"{path}: the {kind} config builds {built:,} values, far more than the "
+                                      f"{in_file:,} the file holds")
+            del skeleton
             for k in present:
                 if f.get_slice(k).get_dtype() not in ("F32", "F16", "BF16", "F64"):
                     raise CheckpointError(f"{path}: {k} is not floating point")
+            module = build(config)
             state = {k: f.get_tensor(k).to(torch.float32) for k in present}
     except SafetensorError as e:
         raise CheckpointError(f"{path}: corrupt safetensors file ({e})") from None
