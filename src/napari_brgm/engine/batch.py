@@ -457,8 +457,9 @@ def batch(inputs, out, client=None, *, workers: int | None = None, threads_per_w
     out = Path(out)
     items = find_items(inputs)
     settings = request_settings(options)
-    if settings["task"] == "inpaint" and settings.get("mask") is None:
-        raise BatchError("--task inpaint needs --mask MASK (nonzero = missing), used for every item")
+    if settings["task"] == "inpaint" and settings.get("mask") is None and settings.get("nonfinite") != "missing":
+        raise BatchError("--task inpaint needs --mask MASK (nonzero = missing), used for every item, or "
+                         "--nonfinite missing")
     digest = params_hash(settings)
     prior, kind = _prior_of(settings)
     _check_out(out, settings, digest)

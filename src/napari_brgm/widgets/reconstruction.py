@@ -349,6 +349,9 @@ class ReconstructionWidget(QWidget):
         self.factor_combo = QComboBox(toolTip="Output = factor × input size (choices that suit the image)")
         self.mask_combo = QComboBox(toolTip="Labels or Shapes: painted / drawn pixels are MISSING")
         self.new_mask_button = QPushButton("New mask", toolTip="An empty Labels layer on the image grid to paint")
+        self.nonfinite_check = QCheckBox("NaN/inf pixels are missing too",
+                                         toolTip="Inpainting: the image's non-finite pixels join the mask (with no "
+                                                 "mask layer, they are the mask); otherwise a run refuses them")
         self.prior_combo = QComboBox(toolTip="A built-in prior or a checkpoint of the kind the method needs "
                                              "(StyleGAN2, diffusion or flow)")
         self.method_combo = QComboBox(toolTip="BRGM MAP / variational, CSGM, IAGAN, Deep Image Prior, RED-Diff or a "
@@ -405,7 +408,8 @@ class ReconstructionWidget(QWidget):
         form = QFormLayout()
         for label, field in (("Input", self.image_combo), ("", self.info), (self.slices_label, self.slices_row),
                              ("Task", self.task_combo),
-                             ("Factor", self.factor_combo), ("Mask", mask_row), ("Prior", self.prior_combo),
+                             ("Factor", self.factor_combo), ("Mask", mask_row), ("", self.nonfinite_check),
+                             ("Prior", self.prior_combo),
                              ("Method", self.method_combo), ("", self.back_project_check),
                              ("Steps", self.steps_spin), ("Samples", self.samples_spin), ("Interval", interval_row),
                              ("Calibration", calibration_row), ("Seed", self.seed_spin),
@@ -539,6 +543,7 @@ class ReconstructionWidget(QWidget):
         self.factor_combo.setEnabled(task == "superres")
         self.mask_combo.setEnabled(inpaint)
         self.new_mask_button.setEnabled(inpaint)
+        self.nonfinite_check.setEnabled(inpaint)
         self.advanced.show_options("task", TASK_SPECS[task].options)
         if task in ("kspace", "deblur"):  # their settings (acceleration and mask, the PSF) live there
             self.advanced.toggle.setChecked(True)
@@ -667,12 +672,15 @@ class ReconstructionWidget(QWidget):
         layer = self._layer(self.image_combo)
         slices = V.chosen_slices(layer, self.slices_combo.currentData(), self.range_edit.text())
         task = self.task_combo.currentData()
+        nonfinite = task == "inpaint" and self.nonfinite_check.isChecked()
+        mask_layer = self._layer(self.mask_combo)
+        painted = task == "inpaint" and (mask_layer is not None or not nonfinite)  # NaN/inf alone can be the mask
         if slices is None:
             image, k = L.input_slice(layer, self.viewer)
-            mask = L.mask_slice(self._layer(self.mask_combo), layer, k) if task == "inpaint" else None
+            mask = L.mask_slice(mask_layer, layer, k) if painted else None
         else:
             image, k = V.input_volume(layer), None
-            mask = V.volume_mask(self._layer(self.mask_combo), layer, slices) if task == "inpaint" else None
+            mask = V.volume_mask(mask_layer, layer, slices) if painted else None
         method = self.method_combo.currentData()
         kind = _kind_of(method)
         prior = None if kind is None else self.prior_combo.currentData()
@@ -688,6 +696,7 @@ class ReconstructionWidget(QWidget):
                    "device": self.device_combo.currentData(), "back_project": self.back_project_check.isChecked(),
                    "interval": self.level_combo.currentData(),
                    "calibration": self.calibration if spread else None,
+                   **({"nonfinite": "missing"} if nonfinite else {}),
                    **self.advanced.values(), **FIXED_OPTIONS.get(method, {})}
         return L.Request(layer_name=layer.name, slice_index=k, image=image, mask=mask, options=options,
                          interval_layers=spread and self.interval_check.isChecked(), slices=slices, spread=spread)

@@ -1,4 +1,4 @@
-"""The widget's MRI k-space and deblurring tasks: options shown, the zero-filled preview, the mask layer."""
+"""The widget's newer tasks and inputs: MRI k-space, deblurring, NaN pixels as the inpainting mask."""
 
 from __future__ import annotations
 
@@ -62,3 +62,20 @@ def test_deblur_run_uses_the_psf_from_advanced(docked, qtbot, tiny_prior):
     run = run_and_wait(widget, qtbot)
     assert run.result.settings["task_options"] == {"psf": "box", "psf_sigma": 1.5, "psf_width": 2.0}
     assert [layer.name for layer in viewer.layers] == ["blurred", "blurred deblur MAP mean"]
+
+
+def test_nan_pixels_can_be_the_inpainting_mask(docked, qtbot, tiny_prior):
+    viewer, widget = docked
+    image = phantom()
+    image[4:10, 20:28] = np.nan
+    viewer.add_image(image, name="holes")
+    choose_checkpoint(widget)
+    widget.task_combo.setCurrentIndex(widget.task_combo.findData("inpaint"))
+    widget.method_combo.setCurrentIndex(widget.method_combo.findData("map"))
+    widget.steps_spin.setValue(2)
+    widget.nonfinite_check.setChecked(True)
+    run = run_and_wait(widget, qtbot)
+    assert run.result is not None and np.isfinite(run.result.mean).all()
+    assert run.result.settings["nonfinite"] == "missing"
+    consistent = viewer.layers["holes inpaint MAP consistent"].data
+    np.testing.assert_array_equal(consistent[~np.isnan(image)], image[~np.isnan(image)])
