@@ -146,3 +146,14 @@ def test_deblurring_of_a_reduced_input_scales_the_psf(tiny_prior, hu_image):
 def test_the_kspace_operator_the_engine_builds_is_the_registered_one():
     op = KSpace(sampling_mask((32, 32), 4, seed=0))
     assert op.channel_stride == 2 and op(torch.zeros(1, 1, 32, 32)).shape == (1, 2, 32, 32)
+
+
+def test_self_check_hides_a_tenth_of_the_outer_lines_and_reports_their_coverage(tiny_prior, hu_image):
+    r = reconstruct(hu_image, task="kspace", acceleration=2, center_fraction=0.125, prior=tiny_prior, method="vi",
+                    steps=4, samples=3, mc_samples=2, self_check=True)
+    check = r.settings["interval"]["self_check"]
+    lines = r.settings["kspace"]["lines"] - 4  # the 4 central lines of 32 are never hidden
+    hidden_lines = max(1, round(0.1 * lines))
+    assert check["space"] == "k-space" and check["entries"] == 2 * 32 * hidden_lines  # re and im of each entry
+    assert check["hidden_fraction"] == pytest.approx(hidden_lines / r.settings["kspace"]["lines"])
+    assert 0.0 <= check["coverage"] <= 1.0 and check["ok"] == (check["coverage"] >= 0.8)

@@ -337,8 +337,10 @@ def _run_slice(args, image, interactive: bool = True) -> int:
         say(describe_interval(result.settings["interval"]))
     check = result.settings["interval"].get("self_check")
     if check and check["coverage"] is not None:
-        say(f"self-check: {check['coverage']:.0%} of {check['pixels']} hidden observed pixels inside the interval"
-              + ("" if check["ok"] else " — below 80 %: the intervals look too narrow for this image"))
+        what = (f"{check['entries']} hidden k-space values (re, im)" if check.get("space") == "k-space"
+                else f"{check['pixels']} hidden observed pixels")
+        say(f"self-check: {check['coverage']:.0%} of {what} inside the interval"
+            + ("" if check["ok"] else " — below 80 %: the intervals look too narrow for this image"))
     if interactive:
         if pre["ok"] is not False:  # not said twice
             _warn_ood(result.settings["in_distribution"])

@@ -51,7 +51,7 @@ class Settings:
     bp_eta: float = 0.0  # η of the regularised back-projection x + Aᵀ(AAᵀ + ηI)⁻¹(y − A·x); 0: exact
     interval: float = 0.9  # level of the central interval Result.lower/upper of methods with samples: 0.8, 0.9, 0.95
     calibration: str | None = None  # calibration file (None: <prior>.calibration.json beside the prior; "none": off)
-    self_check: bool = False  # inpainting: a second run with 10% of the observed pixels hidden, their coverage reported
+    self_check: bool = False  # a second run with 10% of the observed pixels (k-space: sampled lines) hidden, their coverage reported
     nonfinite: str = "refuse"  # inf/NaN input pixels: "refuse" (say how many and where) or "missing" (inpainting)
     task_options: Options | None = None  # the task's options dataclass (None: its defaults)
     method_options: Options | None = None  # the method's options dataclass (None: its defaults)
