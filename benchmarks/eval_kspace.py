@@ -221,7 +221,7 @@ def aggregate(per_slice: list[dict]) -> list[dict]:
                 out.append(best | {"method": f"{label} ({best['method']})"})
         out += [r for r in mine if not r["method"].startswith(("TV λ=", "Wiener", "RL "))]
         out += [r | {"method": f"TV fixed ({r['method']})"} for r in mine
-                if r["method"].startswith("TV λ=") and r["lam"] == FIXED["tv"]]
+                if r["method"].startswith("TV λ=") and np.isclose(r["lam"], FIXED["tv"])]
     return out
 
 
