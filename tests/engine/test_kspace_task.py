@@ -157,3 +157,25 @@ def test_self_check_hides_a_tenth_of_the_outer_lines_and_reports_their_coverage(
     assert check["space"] == "k-space" and check["entries"] == 2 * 32 * hidden_lines  # re and im of each entry
     assert check["hidden_fraction"] == pytest.approx(hidden_lines / r.settings["kspace"]["lines"])
     assert 0.0 <= check["coverage"] <= 1.0 and check["ok"] == (check["coverage"] >= 0.8)
+
+
+@pytest.mark.filterwarnings("ignore:group")
+@pytest.mark.parametrize("task,options", [("kspace", dict(acceleration=4, center_fraction=0.125)),
+                                          ("deblur", dict(psf_sigma=1.0))])
+def test_calibrating_kspace_and_deblurring_makes_their_intervals_calibrated(tiny_prior, tiny_generator, tmp_path, task,
+                                                                           options):
+    from napari_brgm.engine.calibrate import calibrate
+
+    with torch.no_grad():
+        z = torch.randn(11, tiny_generator.z_dim, generator=torch.Generator().manual_seed(9))
+        images = tiny_generator.synthesis(tiny_generator.mapping(z), noise_mode="const")[:, 0].numpy()
+    out = tmp_path / "cal.json"
+    run = dict(prior=tiny_prior, method="vi", steps=3, samples=3, mc_samples=2, window=(0, 2))
+    _, records = calibrate(list(images[:10]), task=task, out=out, levels=(0.9,), **run, **options)
+    assert {r.key["task"] for r in records} == {task} and all(r.key.get("acceleration", 4.0) == 4.0 for r in records)
+    truth = images[10]
+    given = truth if task == "kspace" else Blur.of("gaussian", 1.0)(torch.from_numpy(truth)[None, None].double())[0, 0]
+    r = reconstruct(np.asarray(given, np.float32), task=task, calibration=str(out), **run, **options)
+    assert r.settings["interval"]["calibrated"] and r.settings["interval"]["match"] == "exact"
+    other = reconstruct(truth, task="kspace", calibration=str(out), **run, acceleration=8) if task == "kspace" else None
+    assert other is None or not other.settings["interval"]["calibrated"]  # another acceleration: no record

@@ -2,7 +2,8 @@
 
 For each ground-truth slice the task is simulated as a user would meet it (super-resolution: the
 box-averaged slice; inpainting: masks of each missing-fraction bin; denoising: seeded Gaussian
-noise of `sigma_y`), the method runs through `reconstruct` exactly as in a user's run (same steps,
+noise of `sigma_y`; k-space: the slice itself, which the engine undersamples with the run's mask
+options; deblurring: the slice blurred by the task's PSF), the method runs through `reconstruct` exactly as in a user's run (same steps,
 samples and options), and `engine.calibration.fit_record` fits λ̂ per pixel group from the
 scores |truth − mean| / (std + ε). Records are merged into `<prior>.calibration.json`; for a flow
 prior the out-of-distribution reference of the same slices goes to `<prior>.ood.json` (engine/ood.py).
@@ -73,9 +74,22 @@ class Case:
     bin: str | None  # inpainting's missing-fraction bin
 
 
+def blur_as_the_engine(truth: np.ndarray, psf: dict | None) -> np.ndarray:
+    """The truth blurred by the deblurring task's PSF (`psf`: psf, psf_sigma, psf_width; defaults as the task's)."""
+    import torch
+
+    from napari_brgm.engine.tasks import DeblurOptions
+    from napari_brgm.operators import Blur
+
+    opts = DeblurOptions(**{k: v for k, v in (psf or {}).items() if k in ("psf", "psf_sigma", "psf_width")})
+    op = Blur.of(opts.psf, opts.psf_sigma if opts.psf == "gaussian" else opts.psf_width)
+    return op(torch.from_numpy(np.asarray(truth, np.float64))[None, None])[0, 0].numpy()
+
+
 def simulate(truth: np.ndarray, task: str, *, factor: int = 4, sigma_y: float | None = None, seed: int = 0,
-             bins: Sequence[str] = tuple(MASK_SHAPES)):
-    """The cases of one truth slice for `task`: one for SR and denoising, one per mask bin (`bins`) for inpainting."""
+             bins: Sequence[str] = tuple(MASK_SHAPES), psf: dict | None = None):
+    """The cases of one truth slice for `task`: one for SR, denoising, k-space (the engine undersamples the truth)
+    and deblurring (`psf`: the task's PSF options), one per mask bin (`bins`) for inpainting."""
     truth = np.asarray(truth, np.float32)
     if task == "superres":
         t = truth[: truth.shape[0] - truth.shape[0] % factor, : truth.shape[1] - truth.shape[1] % factor]
@@ -85,8 +99,15 @@ def simulate(truth: np.ndarray, task: str, *, factor: int = 4, sigma_y: float | 
             raise ValueError("denoising calibration needs the noise level sigma_y (input units)")
         noisy = truth + sigma_y * np.random.default_rng(seed).standard_normal(truth.shape).astype(np.float32)
         return [Case(noisy, None, truth, {"all": np.ones(truth.shape, bool)}, None)]
+    if task == "kspace":  # the engine simulates the k-space from the truth itself
+        return [Case(truth, None, truth, {"all": np.ones(truth.shape, bool)}, None)]
+    if task == "deblur":
+        blurred = blur_as_the_engine(truth, psf)
+        if sigma_y is not None:
+            blurred = blurred + sigma_y * np.random.default_rng(seed).standard_normal(truth.shape).astype(np.float32)
+        return [Case(blurred.astype(np.float32), None, truth, {"all": np.ones(truth.shape, bool)}, None)]
     if task != "inpaint":
-        raise ValueError(f"task must be 'superres', 'inpaint' or 'denoise', got {task!r}")
+        raise ValueError(f"task must be 'superres', 'inpaint', 'denoise', 'kspace' or 'deblur', got {task!r}")
     rng = np.random.default_rng(seed)
     cases = []
     for fraction_bin in bins:
@@ -114,7 +135,7 @@ def calibrate(images: Sequence[np.ndarray], *, prior, method: str = "vi", task: 
     from napari_brgm import reconstruct
 
     cases = [(i, c) for i, x in enumerate(images)
-             for c in simulate(x, task, factor=factor, sigma_y=sigma_y, seed=seed + i, bins=bins)]
+             for c in simulate(x, task, factor=factor, sigma_y=sigma_y, seed=seed + i, bins=bins, psf=options)]
     if not cases:
         raise ValueError("no calibration images given")
     runs: dict[str, list] = {}  # the runs of one calibration key (the key a user's run looks up, but its level)
