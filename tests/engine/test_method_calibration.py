@@ -93,13 +93,16 @@ def test_dip_without_a_shipped_file_stays_uncalibrated(monkeypatch, tmp_path, im
     assert r.settings["interval"]["reason"] == "no calibration file"
 
 
-# The shipped files: (file, prior name or None for DIP, method, options that change the key)
-SHIPPED = [("brain-t1-64", "vi", {"posterior": "laplace"}), ("brain-t1-64", "iagan", {"posterior": "laplace"}),
-           (None, "dip", {}), ("brain-t1-64-ddpm", "reddiff", {}), ("brain-t1-64-glow", "flow", {})]
+# The shipped files: (prior name or None for DIP, method, VI posterior in the key, tasks calibrated for a
+# default run: "sr4" = SR x4, "half" = inpainting 25-50 % missing; tools/calibrate_builtin.py, docs/engine.md)
+SHIPPED = [("brain-t1-64", "vi", "laplace", ("sr4", "half")), ("brain-t1-64", "iagan", "laplace", ("sr4",)),
+           (None, "dip", None, ("sr4", "half")), ("brain-t1-64-ddpm", "reddiff", None, ("sr4", "half")),
+           ("brain-t1-64-glow", "flow", None, ("sr4", "half"))]
+HALF = np.arange(64 * 64).reshape(64, 64) % 64 >= 32
 
 
-@pytest.mark.parametrize(("prior", "method", "extra"), SHIPPED)
-def test_shipped_calibration_files_hold_records_of_each_method_for_the_shipped_prior(prior, method, extra):
+@pytest.mark.parametrize(("prior", "method", "posterior", "tasks"), SHIPPED)
+def test_shipped_calibration_files_hold_records_of_each_method_for_the_shipped_prior(prior, method, posterior, tasks):
     if prior is None:
         path, sha = uncertainty.builtin_dip_calibration(), "none"
     else:
@@ -110,8 +113,9 @@ def test_shipped_calibration_files_hold_records_of_each_method_for_the_shipped_p
     mine = [r for r in shipped.records if r.key["method"] == method]
     assert mine, f"{path.name} has no record of method {method}"
     assert all(r.data_kind == "real-unseen-plane" for r in mine)
-    # a default-settings run (501 steps, 16 samples, σ_y 2.5 % of the window, level 0.9) is calibrated for
-    # SR ×4 and the half mask (the nearest steps' record)
-    for task, missing in (("superres", None), ("inpaint", np.arange(64 * 64).reshape(64, 64) % 64 >= 32)):
-        key = calibration_key(method, task, 4, missing, 501, 16, 0.9, 0.05, extra.get("posterior"))
+    # a default-settings run (501 steps, 16 samples, σ_y 2.5 % of the window, level 0.9) finds a record
+    # (that of the nearest steps) for each calibrated task
+    for task in tasks:
+        task, missing = ("superres", None) if task == "sr4" else ("inpaint", HALF)
+        key = calibration_key(method, task, 4, missing, 501, 16, 0.9, 0.05, posterior)
         assert shipped.lookup(sha, key) is not None, (path.name, key)
