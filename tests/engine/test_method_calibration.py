@@ -95,7 +95,7 @@ def test_dip_without_a_shipped_file_stays_uncalibrated(monkeypatch, tmp_path, im
 
 # The shipped files: (prior name or None for DIP, method, VI posterior in the key, tasks calibrated for a
 # default run: "sr4" = SR x4, "half" = inpainting 25-50 % missing; tools/calibrate_builtin.py, docs/engine.md)
-SHIPPED = [("brain-t1-64", "vi", "laplace", ("sr4", "half")), ("brain-t1-64", "iagan", "laplace", ("sr4",)),
+SHIPPED = [("brain-t1-64", "vi", "laplace", ("sr4", "half")), ("brain-t1-64", "iagan", "laplace", ("sr4", "half")),
            (None, "dip", None, ("sr4", "half")), ("brain-t1-64-ddpm", "reddiff", None, ("sr4", "half")),
            ("brain-t1-64-glow", "flow", None, ("sr4", "half"))]
 HALF = np.arange(64 * 64).reshape(64, 64) % 64 >= 32
