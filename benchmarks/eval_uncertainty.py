@@ -2,10 +2,14 @@
 
 Slices, tasks and method specs as in eval_brain_prior.py (SR ×4/×8 of the box-downsampled truth, inpainting
 with the center/half masks, denoising at σ = 0.1 × range with sigma_y = σ); every method uses the built-in
-prior of its kind. A spec is an eval_brain_prior method spec with an optional ":<vi_posterior>" (vi:meanfield).
-Each run is made once, with the calibration found beside the prior (or --calibration); from it come three
-central intervals at --level: μ ± z·σ̂ (plain Gaussian, z = 1.645 at 0.9), μ ± m_S·σ̂ (Student-t multiplier
-for S samples, `gaussian_multiplier`) and the calibrated Result.lower/upper when a record matched.
+prior of its kind. A spec is an eval_brain_prior method spec with an optional ":<vi_posterior>" (vi:meanfield)
+and an optional "@<steps>" (reddiff@201: that method's steps instead of --steps). Each run is made once
+(with --runs DIR its mean and std are kept there and reused by a later call, so that a new calibration file
+can be evaluated without running again). The calibration found beside the prior (DIP: the shipped
+dip.calibration.json; or --calibration) is applied as the engine does it (record lookup by the run's key,
+then μ ∓ λ_g(σ̂ + ε)). Three central intervals at --level: μ ± z·σ̂ (plain Gaussian, z = 1.645 at 0.9),
+μ ± m_S·σ̂ (Student-t multiplier for S samples, `gaussian_multiplier`) and the calibrated one when a
+record matched.
 Metrics are per slice, then averaged over slices (../shared/docs/uq-calibration.md §2, §8), with e = μ − x:
 
   cov missing / all  coverage of the three intervals z·σ̂ / m_S·σ̂ / calibrated on the missing pixels
@@ -21,11 +25,13 @@ Second table (M7): coverage of the calibrated interval (m_S·σ̂ when uncalibra
     python benchmarks/eval_uncertainty.py --methods vi,vi:meanfield --tasks sr4,sr8,center,half,denoise
     python benchmarks/eval_uncertainty.py --json out/uncertainty.json   # all six default methods, all five tasks
     python benchmarks/eval_uncertainty.py --calibration none            # the uncalibrated baseline only
+    python benchmarks/eval_uncertainty.py --methods reddiff@201,flow@201 --runs runs/eval  # cached runs
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -40,7 +46,8 @@ from eval_brain_prior import (HELD_OUT, TASKS, downsample, masks, method_options
 
 from napari_brgm import reconstruct  # noqa: E402
 from napari_brgm.engine import metrics as M  # noqa: E402
-from napari_brgm.engine.calibration import gaussian_multiplier, uncalibrated_interval  # noqa: E402
+from napari_brgm.engine.calibration import gaussian_multiplier, interval, uncalibrated_interval  # noqa: E402
+from napari_brgm.engine.uncertainty import load_calibration, pixel_groups  # noqa: E402
 from napari_brgm.engine.settings import PRIOR_KINDS  # noqa: E402
 from napari_brgm.training.data import load_slices  # noqa: E402
 
@@ -48,16 +55,57 @@ METHODS = "vi,vi:meanfield,iagan+vi,dip,reddiff,flow"
 
 
 def spec_options(spec: str) -> dict:
-    """reconstruct's method options of a spec "<eval_brain_prior spec>[:<vi_posterior>]"."""
+    """reconstruct's method options of a spec "<eval_brain_prior spec>[:<vi_posterior>][@<steps>]"."""
+    spec, _, steps = spec.partition("@")
     base, _, posterior = spec.partition(":")
-    return method_options(base) | ({"vi_posterior": posterior} if posterior else {})
+    return (method_options(base) | ({"vi_posterior": posterior} if posterior else {})
+            | ({"steps": int(steps)} if steps else {}))
 
 
-def run(truth, key, spec, args):
-    """(Result, missing mask or None, seconds) of one slice."""
+class Run:
+    """What the metrics need of one reconstruction, cacheable: mean, std, sample count, the calibration key."""
+
+    def __init__(self, mean, std, n_samples, key, eps, prior_path, seconds):
+        self.mean, self.std, self.n_samples, self.key = mean, std, int(n_samples), key
+        self.eps, self.prior_path, self.seconds = float(eps), prior_path, float(seconds)
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta = {"n_samples": self.n_samples, "key": self.key, "eps": self.eps, "prior_path": self.prior_path,
+                "seconds": self.seconds}
+        np.savez_compressed(path, mean=self.mean, std=self.std, meta=json.dumps(meta))
+
+    @classmethod
+    def load(cls, path: Path) -> "Run":
+        with np.load(path) as z:
+            meta = json.loads(str(z["meta"]))
+            return cls(z["mean"], z["std"], meta["n_samples"], meta["key"], meta["eps"], meta["prior_path"],
+                       meta["seconds"])
+
+
+def calibrated(r: Run, missing, requested, level):
+    """(lower, upper, match text) of the record the engine would use for this run, or None."""
+    from napari_brgm.engine.uncertainty import file_sha256
+
+    calibration, _ = load_calibration(requested, r.prior_path)
+    if calibration is None:
+        return None
+    sha = file_sha256(r.prior_path) if r.prior_path else "none"
+    if calibration.prior_sha256 != sha:
+        return None
+    found = calibration.lookup(sha, r.key | {"level": level})
+    if found is None:
+        return None
+    record, match = found
+    lo, hi = interval(r.mean, r.std, r.eps, pixel_groups(missing, r.mean.shape), record.lambdas)
+    return lo, hi, match.text
+
+
+def run(truth, key, spec, args, cache: Path | None = None):
+    """(Run, missing mask or None) of one slice; from `cache` when it is there."""
     task, arg = TASKS[key]
     kw = dict(task=task, prior=None, steps=args.steps, samples=args.samples, seed=args.seed, interval=args.level,
-              calibration=args.calibration, **spec_options(spec))
+              calibration="none") | spec_options(spec)
     missing = None
     if task == "denoise":
         y, kw["sigma_y"] = noisy_copy(truth, arg, args.seed)
@@ -66,23 +114,32 @@ def run(truth, key, spec, args):
     else:
         missing = masks(truth.shape[0])[arg] != 0
         y, kw["mask"] = np.where(missing, 0, truth), missing.astype(np.uint8)
+    if cache is not None and cache.is_file():
+        return Run.load(cache), missing
     t0 = time.perf_counter()
     r = reconstruct(y, **kw)
-    return r, missing, time.perf_counter() - t0
-
-
-def slice_metrics(truth, r, missing, level, seed) -> dict:
-    """Every per-slice number of the tables."""
-    mu, std, n_samples = r.mean.astype(np.float64), r.std.astype(np.float64), len(r.samples)
-    err = mu - truth
+    if r.std is None:
+        raise ValueError("the method gives no samples, so no std or interval")
     info = r.settings["interval"]
+    out = Run(r.mean, r.std, len(r.samples), {k: v for k, v in info["key"].items() if k != "level"}, info["eps"],
+              r.settings["prior_path"], time.perf_counter() - t0)
+    if cache is not None:
+        out.save(cache)
+    return out, missing
+
+
+def slice_metrics(truth, r: Run, missing, level, seed, requested=None) -> dict:
+    """Every per-slice number of the tables."""
+    mu, std, n_samples = r.mean.astype(np.float64), r.std.astype(np.float64), r.n_samples
+    err = mu - truth
     intervals = {"z": uncalibrated_interval(mu, std, level, None),
                  "mS": uncalibrated_interval(mu, std, level, n_samples)}
-    if info["calibrated"]:
-        intervals["cal"] = (r.lower, r.upper)
+    cal = calibrated(r, missing, requested, level)
+    if cal is not None:
+        intervals["cal"] = cal[:2]
     groups = {"all": None} if missing is None else {"all": None, "missing": missing}
     out = {"samples": n_samples, "m_S": gaussian_multiplier(level, n_samples),
-           "calibration": info["match"] if info["calibrated"] else "none",
+           "calibration": cal[2] if cal is not None else "none",
            "zms": M.zms(std, err), "ause": M.ause(std, err), "ause_ref": M.ause(std, M.reference_errors(std, seed))}
     for g, mask in groups.items():
         for name, (lo, hi) in intervals.items():
@@ -144,6 +201,7 @@ def main(argv=None) -> int:
     p.add_argument("--calibration", help='calibration file (default: the one beside each prior; "none": off)')
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     p.add_argument("--json", type=Path, help="also write every per-slice number here")
+    p.add_argument("--runs", type=Path, help="keep each run's mean and std here, and reuse those already there")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -153,7 +211,7 @@ def main(argv=None) -> int:
     methods, keys = args.methods.split(","), args.tasks.split(",")
     if unknown := [k for k in keys if k not in TASKS]:
         p.error(f"unknown tasks {unknown}; choose from {','.join(TASKS)}")
-    kinds = {PRIOR_KINDS.get(spec.partition(":")[0].split("+")[0]) for spec in methods}
+    kinds = {PRIOR_KINDS.get(spec.partition("@")[0].partition(":")[0].split("+")[0]) for spec in methods}
     names = {default_prior(k) for k in kinds if k} - {None}
     sizes = {load_prior(n).img_resolution for n in names} or {64}
     if len(sizes) > 1:
@@ -173,12 +231,12 @@ def main(argv=None) -> int:
             try:
                 for i in chosen:
                     truth = data.images[i, 0].numpy()
-                    r, missing, secs = run(truth, key, spec, args)
-                    if r.std is None:
-                        raise ValueError("the method gives no samples, so no std or interval")
-                    figs.append({"method": spec, "task": key, "slice": data.sources[i], "seconds": secs,
-                                 **slice_metrics(truth, r, missing, args.level, args.seed)})
-                    print(f"{spec} {key} {data.sources[i]} {secs:.1f}s", file=sys.stderr, flush=True)
+                    cache = None if args.runs is None else args.runs / (
+                        f"{spec}-{key}-{data.sources[i]}-S{args.samples}-seed{args.seed}".replace("/", "_") + ".npz")
+                    r, missing = run(truth, key, spec, args, cache)
+                    figs.append({"method": spec, "task": key, "slice": data.sources[i], "seconds": r.seconds,
+                                 **slice_metrics(truth, r, missing, args.level, args.seed, args.calibration)})
+                    print(f"{spec} {key} {data.sources[i]} {r.seconds:.1f}s", file=sys.stderr, flush=True)
             except Exception as err:  # a missing prior, an unknown spec, an unsupported task: skip the row
                 print(f"skipped {spec} {key}: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
                 continue

@@ -37,6 +37,8 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sigma-y", type=float, help="noise std of denoising, in the slices' units (model units after "
                    "per-slice percentile scaling; default 0.1)")
+    p.add_argument("--bins", help="inpainting: missing-fraction bins to calibrate, comma-separated (default all: "
+                   "'<=25%%,25-50%%,>50%%')")
     p.add_argument("--data-kind", default="real-heldout", help="label stored with the records")
     p.add_argument("--out", type=Path, help="calibration file (default: <prior>.calibration.json beside the prior)")
     _add_option_flags(p)
@@ -86,6 +88,13 @@ def _run(args) -> int:
         pick = usable[np.unique(np.linspace(0, len(usable) - 1, min(args.slices, len(usable))).round().astype(int))]
         images += [data.images[i, 0].numpy() for i in pick]
         sources += [data.sources[i] for i in pick]
+    bins = {}
+    if args.bins:
+        from napari_brgm.engine.calibrate import MASK_SHAPES
+
+        bins["bins"] = tuple(b.strip() for b in args.bins.split(","))
+        if unknown := [b for b in bins["bins"] if b not in MASK_SHAPES]:
+            raise ValueError(f"--bins: unknown {unknown}; choose from {', '.join(MASK_SHAPES)}")
     sigma_y = args.sigma_y if args.sigma_y is not None or args.task != "denoise" else 0.1
     interrupted = False
 
@@ -106,7 +115,7 @@ def _run(args) -> int:
         _, records = calibrate(images, prior=None if prior_path is None else str(prior_path), method=args.method,
                                task=args.task, factor=args.factor, steps=args.steps, samples=args.samples,
                                seed=args.seed, sigma_y=sigma_y, data_kind=args.data_kind, sources=sources, out=out,
-                               progress=progress, should_stop=lambda: interrupted, **options)
+                               progress=progress, should_stop=lambda: interrupted, **bins, **options)
     finally:
         signal.signal(signal.SIGINT, previous)
         bar.close()

@@ -149,7 +149,9 @@ def calibrate(images: Sequence[np.ndarray], *, prior, method: str = "vi", task: 
         if r.std is None:
             raise ValueError(f"method {method!r} gives no samples here: nothing to calibrate")
         prior_path = r.settings["prior_path"]
-        key = {k: v for k, v in r.settings["interval"]["key"].items() if k != "level"}  # the engine's own key
+        # the engine's own key, but the level; and but the sample count, which early stopping (DIP) can lower
+        # in some runs: those stay in (dropping them would bias the set), the record takes the usual count
+        key = {k: v for k, v in r.settings["interval"]["key"].items() if k not in ("level", "samples")}
         runs.setdefault(json.dumps(key, sort_keys=True), []).append((case, r))
         if progress is not None:
             progress(n, len(cases), f"slice {i + 1}/{len(images)}" + (f", mask {case.bin}" if case.bin else ""))
@@ -163,8 +165,10 @@ def calibrate(images: Sequence[np.ndarray], *, prior, method: str = "vi", task: 
     for done in runs.values():
         case0, r0 = done[0]
         mean_missing = np.mean([c.mask.mean() for c, _ in done]) if case0.mask is not None else None
+        counts = [r.settings["interval"]["key"]["samples"] for _, r in done]
+        usual = max(set(counts), key=lambda c: (counts.count(c), c))
         for level in levels:
-            key = r0.settings["interval"]["key"] | {"level": level}
+            key = r0.settings["interval"]["key"] | {"level": level, "samples": usual}
             try:
                 rec = fit_record([c.truth for c, _ in done], [r.mean for _, r in done], [r.std for _, r in done],
                                  [c.groups for c, _ in done], key, level,
@@ -172,6 +176,7 @@ def calibrate(images: Sequence[np.ndarray], *, prior, method: str = "vi", task: 
                                  notes={"sources": list(sources or [])[: len(images)],
                                         "misfit_q99": _q99([r.settings["in_distribution"]["score"] for _, r in done]),
                                         "mean_missing_fraction": mean_missing,
+                                        **({"samples_seen": sorted(set(counts))} if len(set(counts)) > 1 else {}),
                                         "options": {k: str(v) for k, v in options.items()}})
             except CalibrationError as err:  # too few images for this level: the others may still be fitted
                 warnings.warn(f"level {level}: not calibrated: {err}", stacklevel=2)

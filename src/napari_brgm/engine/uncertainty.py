@@ -78,8 +78,23 @@ def calibration_key(method: str, task: str, factor: int, missing: np.ndarray | N
     return key
 
 
+DIP_CALIBRATION = "dip.calibration.json"  # Deep Image Prior's shipped file, beside the built-in priors
+
+
+def builtin_dip_calibration() -> Path:
+    """Where Deep Image Prior's shipped calibration lives (it has no prior file to sit beside).
+
+    Its records are keyed with prior_sha256 "none" and were fitted on brain T1 slices
+    (tools/calibrate_builtin.py): other modalities should calibrate DIP on their own images.
+    """
+    return Path(__file__).resolve().parents[1] / "priors" / "builtin" / DIP_CALIBRATION
+
+
 def load_calibration(requested, prior_path) -> tuple[CalibrationFile | None, str | None]:
-    """The calibration file of a run: `requested` (a path; "none" disables) or the one beside the prior."""
+    """The calibration file of a run: `requested` (a path; "none" disables) or the one beside the prior.
+
+    A run without a prior file (Deep Image Prior) finds `builtin_dip_calibration()` when it exists.
+    """
     if requested is not None and str(requested).lower() == "none":
         return None, None
     if requested is not None:
@@ -88,6 +103,8 @@ def load_calibration(requested, prior_path) -> tuple[CalibrationFile | None, str
             raise ValueError(f"calibration file not found: {path}")
     elif prior_path is not None and calibration_path(prior_path).is_file():
         path = calibration_path(prior_path)
+    elif prior_path is None and builtin_dip_calibration().is_file():
+        path = builtin_dip_calibration()
     else:
         return None, None
     return CalibrationFile.load(path), str(path)

@@ -1,0 +1,121 @@
+"""Calibrated intervals for every sampling method (IAGAN+VI, DIP restarts, RED-Diff seeds, flow chains),
+and the shipped calibration files of the built-in priors and of Deep Image Prior."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from napari_brgm import reconstruct
+from napari_brgm.engine import uncertainty
+from napari_brgm.engine.calibrate import box_downsample, calibrate
+from napari_brgm.engine.calibration import CalibrationFile
+from napari_brgm.engine.uncertainty import calibration_key, calibration_path, file_sha256
+from napari_brgm.priors import builtin_priors
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+WINDOW = (0.0, 2.0)  # the tiny test images are in model units already
+N_IMAGES = 5  # CRC at level 0.8 needs n + 1 > 1/α = 5
+
+
+@pytest.fixture(scope="module")
+def images(truth):
+    """Five 32×32 calibration images around the tiny generator's own image."""
+    g = torch.Generator().manual_seed(3)
+    base = truth[1][0, 0]
+    return [(base + 0.05 * torch.randn(base.shape, generator=g)).clamp(0, 2).numpy().astype(np.float32)
+            for _ in range(N_IMAGES)]
+
+
+@pytest.fixture(scope="module")
+def diffusion_file(tmp_path_factory):
+    from napari_brgm.priors.diffusion import DiffusionConfig, DiffusionPrior, save_diffusion
+
+    torch.manual_seed(0)
+    model = DiffusionPrior(DiffusionConfig(resolution=32, widths=(8, 16), attention=(False, False), norm_groups=4,
+                                           head_channels=8))
+    return str(save_diffusion(model, tmp_path_factory.mktemp("diff") / "tiny-diffusion.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def flow_file(tmp_path_factory, truth):
+    from napari_brgm.priors.glow import Glow, GlowConfig, save_flow
+
+    torch.manual_seed(0)
+    flow = Glow(GlowConfig(resolution=32, levels=2, steps_per_level=2, hidden=8, hidden_max=16))
+    with torch.no_grad():
+        flow(truth[1].repeat(4, 1, 1, 1) + 0.1 * torch.randn(4, 1, 32, 32))  # data-dependent actnorm init
+    return str(save_flow(flow, tmp_path_factory.mktemp("flow") / "tiny-flow.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def gan_copy(tiny_prior, tmp_path_factory):
+    return str(shutil.copy(tiny_prior, tmp_path_factory.mktemp("gan") / "tiny.pkl"))
+
+
+RUNS = {"iagan+vi": dict(method="iagan", iagan_vi=True, steps=3, samples=2, restarts=1),
+        "dip": dict(method="dip", steps=21, samples=2, early_stop=False, dip_resolution=32),
+        "reddiff": dict(method="reddiff", steps=3, samples=2),
+        "flow": dict(method="flow", steps=3, samples=2, flow_langevin_steps=2)}
+
+
+@pytest.mark.parametrize("spec", list(RUNS))
+def test_each_sampling_method_gets_calibrated_intervals_from_its_record(spec, images, request, tmp_path, monkeypatch):
+    prior = {"iagan+vi": "gan_copy", "dip": None, "reddiff": "diffusion_file", "flow": "flow_file"}[spec]
+    prior = None if prior is None else request.getfixturevalue(prior)
+    run = RUNS[spec] | {"window": WINDOW, "interval": 0.8}
+    out = calibration_path(prior) if prior is not None else tmp_path / "dip.calibration.json"
+    if prior is None:  # DIP has no prior file: a run finds the shipped dip.calibration.json
+        monkeypatch.setattr(uncertainty, "builtin_dip_calibration", lambda: out)
+    _, records = calibrate(images, prior=prior, task="superres", factor=2, out=out, levels=(0.8,),
+                           data_kind="in-model", **{k: v for k, v in run.items() if k != "interval"})
+    assert records and {r.key["method"] for r in records} == {run["method"]}
+    shipped = CalibrationFile.load(out)
+    assert shipped.prior_sha256 == (file_sha256(prior) if prior else "none")
+    r = reconstruct(box_downsample(images[0], 2), task="superres", factor=2, prior=prior, seed=7, **run)
+    info = r.settings["interval"]
+    assert info["calibrated"], info
+    assert info["calibration"] == str(out) and info["match"] == "exact"
+    lam = info["lambdas"]["all"]
+    np.testing.assert_allclose(r.upper - r.mean, lam * (r.std + info["eps"]), rtol=1e-4, atol=1e-5)
+    off = reconstruct(box_downsample(images[0], 2), task="superres", factor=2, prior=prior, seed=7,
+                      calibration="none", **run)
+    assert not off.settings["interval"]["calibrated"]
+
+
+def test_dip_without_a_shipped_file_stays_uncalibrated(monkeypatch, tmp_path, images):
+    monkeypatch.setattr(uncertainty, "builtin_dip_calibration", lambda: tmp_path / "absent.json")
+    r = reconstruct(box_downsample(images[0], 2), task="superres", factor=2, window=WINDOW, **RUNS["dip"])
+    assert r.settings["interval"]["calibrated"] is False
+    assert r.settings["interval"]["reason"] == "no calibration file"
+
+
+# The shipped files: (prior name or None for DIP, method, VI posterior in the key, tasks calibrated for a
+# default run: "sr4" = SR x4, "half" = inpainting 25-50 % missing; tools/calibrate_builtin.py, docs/engine.md)
+SHIPPED = [("brain-t1-64", "vi", "laplace", ("sr4", "half")), ("brain-t1-64", "iagan", "laplace", ("sr4", "half")),
+           (None, "dip", None, ("sr4", "half")), ("brain-t1-64-ddpm", "reddiff", None, ("sr4", "half")),
+           ("brain-t1-64-glow", "flow", None, ("sr4", "half"))]
+HALF = np.arange(64 * 64).reshape(64, 64) % 64 >= 32
+
+
+@pytest.mark.parametrize(("prior", "method", "posterior", "tasks"), SHIPPED)
+def test_shipped_calibration_files_hold_records_of_each_method_for_the_shipped_prior(prior, method, posterior, tasks):
+    if prior is None:
+        path, sha = uncertainty.builtin_dip_calibration(), "none"
+    else:
+        prior_path = builtin_priors()[prior]
+        path, sha = calibration_path(prior_path), file_sha256(prior_path)
+    shipped = CalibrationFile.load(path)
+    assert shipped.prior_sha256 == sha
+    mine = [r for r in shipped.records if r.key["method"] == method]
+    assert mine, f"{path.name} has no record of method {method}"
+    assert all(r.data_kind == "real-unseen-plane" for r in mine)
+    # a default-settings run (501 steps, 16 samples, σ_y 2.5 % of the window, level 0.9) finds a record
+    # (that of the nearest steps) for each calibrated task
+    for task in tasks:
+        task, missing = ("superres", None) if task == "sr4" else ("inpaint", HALF)
+        key = calibration_key(method, task, 4, missing, 501, 16, 0.9, 0.05, posterior)
+        assert shipped.lookup(sha, key) is not None, (path.name, key)
