@@ -21,9 +21,11 @@ Steps: RED-Diff costs ~115 s per slice at 501 steps on one thread, so the costly
 calibrated at 201 steps; a run with other steps uses the record of the nearest steps (the match
 text says so, `settings["interval"]["match"]`). Tasks: sr4, sr8, denoise (σ_y 0.2 in model units,
 as for VI), and inpainting by missing-fraction bin: `center` = the "<=25%" bin, `half` = "25-50%",
-`border` = ">50%" (`inpaint` = all three). The shipped files were made with the commands in
+`border` = ">50%" (`inpaint` = all three), and undersampled k-space `k4`, `k8` (random fastMRI
+masks, a new mask per slice). The shipped files were made with the commands in
 docs/evaluation.md ("The other sampling methods"): SR ×4 and the 25-50 % bin for every method,
-the <=25 % bin for DIP, everything for VI; 10-20 images per key, so CRC is conservative there.
+the <=25 % bin for DIP, everything for VI (k4 and k8 too: `--methods vi --tasks k4,k8`); 10-20 images
+per key for the other methods, so CRC is conservative there.
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ sys.path.insert(0, str(ROOT / "tools"))
 TASKS = {"sr4": ["--task", "superres", "--factor", "4"], "sr8": ["--task", "superres", "--factor", "8"],
          "inpaint": ["--task", "inpaint"], "center": ["--task", "inpaint", "--bins", "<=25%"],
          "half": ["--task", "inpaint", "--bins", "25-50%"], "border": ["--task", "inpaint", "--bins", ">50%"],
-         "denoise": ["--task", "denoise", "--sigma-y", "0.2"]}
+         "denoise": ["--task", "denoise", "--sigma-y", "0.2"],
+         "k4": ["--task", "kspace", "--acceleration", "4"], "k8": ["--task", "kspace", "--acceleration", "8"]}
 # method spec → (built-in prior name or None, `napari-brgm calibrate` method flags, default steps, slices per plane)
 METHODS = {"vi": ("brain-t1-64", ["--method", "vi"], 501, 15),
            "iagan+vi": ("brain-t1-64", ["--method", "iagan", "--iagan-vi"], 201, 5),
