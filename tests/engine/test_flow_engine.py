@@ -4,21 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from napari_brgm.engine import reconstruct
-from napari_brgm.priors.glow import Glow, GlowConfig, save_flow
+from tests.tiny_priors import tiny_flow_file
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def flow_file(tmp_path_factory, truth):
-    torch.manual_seed(0)
-    flow = Glow(GlowConfig(resolution=32, levels=2, steps_per_level=2, hidden=8, hidden_max=16))
-    with torch.no_grad():
-        flow(truth[1].repeat(4, 1, 1, 1) + 0.1 * torch.randn(4, 1, 32, 32))  # data-dependent actnorm init
-    return save_flow(flow, tmp_path_factory.mktemp("flow") / "tiny-flow.safetensors")
+    return tiny_flow_file(tmp_path_factory.mktemp("flow"), truth[1])
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,7 @@ import torch
 from napari_brgm.engine import reconstruct
 from napari_brgm.operators import Blur, KSpace, MaskError, sampling_mask
 from napari_brgm.operators.fourier import fft2c_np, ifft2c_np
-from napari_brgm.priors.diffusion import DiffusionConfig, DiffusionPrior, save_diffusion
-from napari_brgm.priors.glow import Glow, GlowConfig, save_flow
+from tests.tiny_priors import tiny_diffusion_file, tiny_flow_file
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -24,14 +23,8 @@ def hu_image(truth):
 @pytest.fixture(scope="module")
 def priors(tiny_prior, tmp_path_factory, truth):
     folder = tmp_path_factory.mktemp("priors")
-    torch.manual_seed(0)
-    flow = Glow(GlowConfig(resolution=32, levels=2, steps_per_level=2, hidden=8, hidden_max=16))
-    with torch.no_grad():
-        flow(truth[1].repeat(4, 1, 1, 1) + 0.1 * torch.randn(4, 1, 32, 32))
-    diffusion = DiffusionPrior(DiffusionConfig(resolution=32, widths=(8, 16), attention=(False, False), norm_groups=4,
-                                               head_channels=8))
-    return {"stylegan2": tiny_prior, "flow": str(save_flow(flow, folder / "flow.safetensors")),
-            "diffusion": str(save_diffusion(diffusion, folder / "diffusion.safetensors"))}
+    return {"stylegan2": tiny_prior, "flow": str(tiny_flow_file(folder, truth[1])),
+            "diffusion": str(tiny_diffusion_file(folder))}
 
 
 FAST = {"map": ("stylegan2", {}), "vi": ("stylegan2", dict(samples=3, mc_samples=2)),

@@ -14,6 +14,7 @@ from napari_brgm.engine import uncertainty
 from napari_brgm.engine.calibrate import box_downsample, calibrate
 from napari_brgm.engine.calibration import CalibrationFile
 from napari_brgm.engine.uncertainty import calibration_key, calibration_path, file_sha256
+from tests.tiny_priors import tiny_diffusion_file, tiny_flow_file
 from napari_brgm.priors import builtin_priors
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -32,23 +33,12 @@ def images(truth):
 
 @pytest.fixture(scope="module")
 def diffusion_file(tmp_path_factory):
-    from napari_brgm.priors.diffusion import DiffusionConfig, DiffusionPrior, save_diffusion
-
-    torch.manual_seed(0)
-    model = DiffusionPrior(DiffusionConfig(resolution=32, widths=(8, 16), attention=(False, False), norm_groups=4,
-                                           head_channels=8))
-    return str(save_diffusion(model, tmp_path_factory.mktemp("diff") / "tiny-diffusion.safetensors"))
+    return str(tiny_diffusion_file(tmp_path_factory.mktemp("diff")))
 
 
 @pytest.fixture(scope="module")
 def flow_file(tmp_path_factory, truth):
-    from napari_brgm.priors.glow import Glow, GlowConfig, save_flow
-
-    torch.manual_seed(0)
-    flow = Glow(GlowConfig(resolution=32, levels=2, steps_per_level=2, hidden=8, hidden_max=16))
-    with torch.no_grad():
-        flow(truth[1].repeat(4, 1, 1, 1) + 0.1 * torch.randn(4, 1, 32, 32))  # data-dependent actnorm init
-    return str(save_flow(flow, tmp_path_factory.mktemp("flow") / "tiny-flow.safetensors"))
+    return str(tiny_flow_file(tmp_path_factory.mktemp("flow"), truth[1]))
 
 
 @pytest.fixture(scope="module")

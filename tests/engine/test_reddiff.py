@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from napari_brgm.engine import reconstruct
-from napari_brgm.priors.diffusion import DiffusionConfig, DiffusionPrior, save_diffusion
+from tests.tiny_priors import tiny_diffusion_file
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def diffusion_file(tmp_path_factory):
-    torch.manual_seed(0)
-    model = DiffusionPrior(DiffusionConfig(resolution=32, widths=(8, 16), attention=(False, False), norm_groups=4,
-                                           head_channels=8))
-    return save_diffusion(model, tmp_path_factory.mktemp("diff") / "tiny-diffusion.safetensors")
+    return tiny_diffusion_file(tmp_path_factory.mktemp("diff"))
 
 
 @pytest.fixture(scope="module")

@@ -270,21 +270,10 @@ def test_the_method_box_offers_every_method_and_dip_runs_without_a_prior(docked,
 
 def _tiny_prior_file(kind: str, folder) -> str:
     """A 32 px diffusion or flow prior with random weights (the flow's actnorm initialised on noise)."""
-    import torch
+    from tests.tiny_priors import tiny_diffusion_file, tiny_flow_file
 
-    torch.manual_seed(0)
-    if kind == "diffusion":
-        from napari_brgm.priors.diffusion import DiffusionConfig, DiffusionPrior, save_diffusion
-
-        model = DiffusionPrior(DiffusionConfig(resolution=32, widths=(8, 16), attention=(False, False), norm_groups=4,
-                                               head_channels=8))
-        return str(save_diffusion(model, folder / "tiny-ddpm.safetensors"))
-    from napari_brgm.priors.glow import Glow, GlowConfig, save_flow
-
-    flow = Glow(GlowConfig(resolution=32, levels=2, steps_per_level=2, hidden=8, hidden_max=16))
-    with torch.no_grad():
-        flow(0.5 * torch.randn(4, 1, 32, 32))
-    return str(save_flow(flow, folder / "tiny-glow.safetensors"))
+    return str(tiny_diffusion_file(folder, "tiny-ddpm.safetensors") if kind == "diffusion"
+               else tiny_flow_file(folder, name="tiny-glow.safetensors"))
 
 
 @pytest.mark.parametrize(("kind", "method", "label"), [("diffusion", "reddiff", "RED-Diff"), ("flow", "flow", "Flow")])
