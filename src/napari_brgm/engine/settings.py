@@ -177,7 +177,7 @@ def validate_inputs(image, mask, settings: Settings) -> tuple[np.ndarray, np.nda
     if min(image.shape) < 2:
         raise ValueError(f"image is too small: {image.shape}")
     image = image.astype(np.float32, copy=False)
-    nonfinite = getattr(settings, "nonfinite", "refuse")
+    nonfinite = settings.nonfinite
     if settings.task != "inpaint":
         if mask is not None:
             raise ValueError(f"a mask is only used for inpainting, not for task {settings.task!r}")
