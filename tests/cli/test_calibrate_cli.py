@@ -24,16 +24,23 @@ def prior(tiny_prior, tmp_path):
 def test_calibrate_writes_records_beside_the_prior_that_reconstruct_then_uses(prior, tmp_path, capsys):
     from tests.io.conftest import BRAIN_SAMPLE
 
-    code = main(["calibrate", str(BRAIN_SAMPLE), "--prior", str(prior), "--method", "vi", "--task", "superres",
-                 "--factor", "4", "--plane", "axial", "--slices", "22", "--steps", "3", "--samples", "4"])
-    assert code == 0
+    args = ["calibrate", str(BRAIN_SAMPLE), "--prior", str(prior), "--method", "vi", "--task", "superres",
+            "--factor", "4", "--plane", "axial", "--slices", "22", "--steps", "3", "--samples", "4",
+            "--cache", str(tmp_path / "runs")]
     written = tmp_path / "tiny.calibration.json"
+    assert main(args + ["--strata", "1"]) == 0
+    assert all(r.strata == 1 and sorted(r.lambdas) == ["all"] for r in CalibrationFile.load(written).records)
+    runs = sorted((tmp_path / "runs").glob("*.npz"))
+    assert len(runs) >= 20
+    assert main(args) == 0  # the default: quartile strata, refitted from the kept runs
+    assert sorted((tmp_path / "runs").glob("*.npz")) == runs
     cal = CalibrationFile.load(written)
     assert cal.prior_sha256 == file_sha256(prior)
     assert sorted(r.key["level"] for r in cal.records) == [0.8, 0.9, 0.95]
-    assert all(r.key["factor"] == 4 and r.n_images["all"] >= 20 for r in cal.records)
+    assert all(r.key["factor"] == 4 and r.n_images["all"] >= 20 and r.strata == 4 for r in cal.records)
     lams = {r.key["level"]: r.lambdas["all"] for r in cal.records}
     assert 0 < lams[0.8] < lams[0.9] < lams[0.95]
+    assert all(r.lambdas["all|q1"] != r.lambdas["all|q4"] for r in cal.records)
     assert "wrote 3 records" in capsys.readouterr().out
 
     low = np.asarray(nib.load(BRAIN_SAMPLE).dataobj, np.float32)
@@ -48,7 +55,8 @@ def test_calibrate_writes_records_beside_the_prior_that_reconstruct_then_uses(pr
     assert {"lower.nii.gz", "upper.nii.gz"} <= set(summary["outputs"])
     lower, upper = (nib.load(out / f"{n}.nii.gz").get_fdata() for n in ("lower", "upper"))
     assert (upper >= lower).all() and (upper > lower).any()
-    assert "90% interval calibrated with tiny.calibration.json" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "90% interval calibrated with tiny.calibration.json" in said and "per std quartile" in said
 
 
 def test_calibrate_refuses_an_existing_file_of_another_prior(prior, tmp_path, capsys):

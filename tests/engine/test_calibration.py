@@ -238,3 +238,75 @@ def test_json_round_trip_merge_and_bad_files(tmp_path, fitted):
     path.write_text(json.dumps(broken))
     with pytest.raises(ValueError, match=r"record 0: .*missing \['lambdas'\]"):
         cal.CalibrationFile.load(path)
+
+
+def _uninformative(n: int, rng, side: int = 32):
+    """n images whose σ̂ (uniform in [0.2, 2]) says nothing about the error, e ~ N(0, 1): one λ cannot fit all σ̂."""
+    truths, means, stds, groups = [], [], [], []
+    for _ in range(n):
+        stds.append(rng.uniform(0.2, 2.0, (side, side)))
+        means.append(np.zeros((side, side)))
+        truths.append(rng.standard_normal((side, side)))
+        groups.append({"all": np.ones((side, side), bool)})
+    return truths, means, stds, groups
+
+
+def test_strata_split_each_group_by_its_own_std_ranks():
+    std = np.arange(16.0).reshape(4, 4)[::-1]
+    missing = np.zeros((4, 4), bool)
+    missing[:, :2] = True
+    parts = cal.strata_groups(std, {"missing": missing, "observed": ~missing}, 4)
+    assert sorted(parts) == [f"{g}|q{j}" for g in ("missing", "observed") for j in (1, 2, 3, 4)]
+    for g, m in (("missing", missing), ("observed", ~missing)):
+        quarters = [parts[f"{g}|q{j}"] for j in (1, 2, 3, 4)]
+        assert sum(q.astype(int) for q in quarters).tolist() == m.astype(int).tolist()  # a partition of the group
+        assert [q.sum() for q in quarters] == [2, 2, 2, 2]
+        assert all(std[a].max() <= std[b].min() for a, b in zip(quarters, quarters[1:]))  # ranked by σ̂
+    with pytest.raises(ValueError, match="strata"):
+        cal.strata_groups(std, {"all": np.ones((4, 4), bool)}, 1)
+
+
+def test_std_strata_give_every_quartile_its_level_where_one_lambda_cannot():
+    """σ̂ uninformative: one λ under-covers the low-σ̂ quartile and over-covers the high one; strata fix both."""
+    rng = np.random.default_rng(5)
+    key = {"method": "vi", "task": "denoise", "steps": 500, "samples": 16}
+    flat = cal.fit_record(*_uninformative(60, rng), key=key, level=LEVEL, eps=0.0, data_kind="in-model")
+    strat = cal.fit_record(*_uninformative(60, rng), key=key, level=LEVEL, eps=0.0, data_kind="in-model", strata=4)
+    assert flat.strata == 1 and sorted(flat.lambdas) == ["all"]
+    assert strat.strata == 4 and sorted(strat.lambdas) == ["all", "all|q1", "all|q2", "all|q3", "all|q4"]
+    assert strat.n_images["all|q1"] == 60 and strat.n_pixels["all|q1"] == 60 * 256
+    # a stratum of σ̂ ≈ U(0.2, 0.65) needs λ ≈ z/σ̂ of its pixels: far above the top stratum's
+    assert strat.lambdas["all|q1"] > 3 * strat.lambdas["all|q4"]
+    per_q = {"flat": [], "strata": []}
+    for x, mu, s, g in zip(*_uninformative(100, rng)):
+        quarters = cal.strata_groups(s, g, 4)
+        for name, rec in (("flat", flat), ("strata", strat)):
+            lo, hi = rec.interval(mu, s, 0.0, g)
+            per_q[name].append([coverage(x, lo, hi, mask=quarters[f"all|q{j}"]) for j in (1, 2, 3, 4)])
+    flat_q, strat_q = np.mean(per_q["flat"], axis=0), np.mean(per_q["strata"], axis=0)
+    assert flat_q[0] < 0.8 and flat_q[3] > 0.97
+    assert all(0.87 <= c <= 0.93 for c in strat_q), strat_q
+
+
+def test_records_before_strata_load_as_one_lambda_per_group(fitted):
+    record, rng = fitted
+    old = record.to_dict()
+    del old["strata"]
+    loaded = cal.CalibrationRecord.from_dict(old)
+    assert loaded.strata == 1 and not loaded.stratified({"missing": None})
+    truths, means, stds, groups = _images(1, rng)
+    np.testing.assert_array_equal(loaded.interval(means[0], stds[0], 1e-9, groups[0])[1],
+                                  cal.interval(means[0], stds[0], 1e-9, groups[0], record.lambdas)[1])
+    with pytest.raises(ValueError, match="strata"):
+        cal.CalibrationRecord.from_dict({**old, "strata": 0})
+
+
+def test_a_stratified_record_falls_back_to_the_group_lambda_for_a_group_without_strata():
+    rng = np.random.default_rng(6)
+    truths, means, stds, groups = _images(40, rng)
+    rec = cal.fit_record(truths, means, stds, groups, KEY, LEVEL, 1e-9, "in-model", strata=4)
+    thin = cal.CalibrationRecord.from_dict({**rec.to_dict(), "lambdas": {
+        g: v for g, v in rec.lambdas.items() if not g.startswith("observed|")}})
+    assert rec.stratified(groups[0]) and not thin.stratified(groups[0])
+    lo, hi = thin.interval(means[0], stds[0], 1e-9, groups[0])
+    np.testing.assert_allclose(hi - means[0], cal.interval(means[0], stds[0], 1e-9, groups[0], rec.lambdas)[1] - means[0])

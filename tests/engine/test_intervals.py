@@ -11,7 +11,8 @@ import torch
 
 from napari_brgm import reconstruct
 from napari_brgm.engine.calibrate import calibrate, simulate
-from napari_brgm.engine.calibration import CalibrationError, CalibrationFile, gaussian_multiplier
+from napari_brgm.engine.calibration import (STRATA, CalibrationError, CalibrationFile, gaussian_multiplier,
+                                            strata_groups)
 from napari_brgm.engine.metrics import coverage
 from napari_brgm.engine.uncertainty import calibration_path, file_sha256
 
@@ -73,17 +74,20 @@ def test_interval_level_outside_the_offered_ones_is_refused(tiny_prior, hu_image
 
 def test_calibration_beside_the_prior_is_found_and_covers_new_in_model_images(calibrated, prior_copy, tiny_generator):
     assert [r.key["missing_fraction_bin"] for r in calibrated] == ["25-50%"]
-    assert all(r.n_images == {"missing": 20, "observed": 20} for r in calibrated)
+    assert all(r.n_images == {g: 20 for g in ("missing", "observed", *(f"{r}|q{j}" for r in ("missing", "observed")
+                                                                     for j in (1, 2, 3, 4)))} for r in calibrated)
     covered = {"missing": [], "observed": []}
     for k, truth in enumerate(in_model_images(tiny_generator, 8, seed=99)):
         case, = simulate(truth, "inpaint", seed=k, bins=("25-50%",))
         r = reconstruct(case.image, task="inpaint", mask=case.mask, prior=prior_copy, seed=k, **RUN)
         info = r.settings["interval"]
         assert info["calibrated"] and info["match"] == "exact" and info["data_kind"] == "in-model"
-        lam = info["lambdas"]
         miss = case.mask != 0
-        np.testing.assert_allclose((r.upper - r.lower)[miss], 2 * lam["missing"] * (r.std[miss] + info["eps"]),
-                                   rtol=1e-4)
+        assert info["strata"] == STRATA
+        lam = np.zeros(miss.shape)
+        for name, where in strata_groups(r.std, {"missing": miss, "observed": ~miss}, STRATA).items():
+            lam[where] = info["lambdas"][name]
+        np.testing.assert_allclose(r.upper - r.lower, 2 * lam * (r.std + info["eps"]), rtol=1e-4)
         for g, m in (("missing", miss), ("observed", ~miss)):
             covered[g].append(coverage(truth, r.lower, r.upper, mask=m))
     for g, values in covered.items():  # CRC at n = 20 is conservative (allowed miss 0.055)

@@ -82,6 +82,19 @@ def test_masks_follow_the_seed_and_noise_goes_on_the_sampled_lines_only(tiny_pri
     assert (rows.sampling_mask == rows.sampling_mask[:, :1]).all()
 
 
+def test_on_prepared_hands_over_the_problem_before_the_solver_with_the_results_views(tiny_prior, hu_image):
+    from napari_brgm.engine.reconstruction import Prepared, kspace_views
+
+    events = []
+    r = reconstruct(hu_image, task="kspace", prior=tiny_prior, steps=3, seed=3,
+                    progress=lambda p: events.append("step"),
+                    on_prepared=lambda prep: events.append(kspace_views(prep) if isinstance(prep, Prepared) else None))
+    assert len(events) == 4 and all(e == "step" for e in events[1:])  # once, before the first step
+    zero_filled, sampled = events[0]
+    np.testing.assert_array_equal(zero_filled, r.zero_filled)
+    np.testing.assert_array_equal(sampled, r.sampling_mask)
+
+
 def test_user_masks_from_an_array_and_a_file(tiny_prior, hu_image, tmp_path):
     sampled = np.zeros((32, 32), np.uint8)
     sampled[:, 12:20] = 1

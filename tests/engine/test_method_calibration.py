@@ -12,7 +12,7 @@ import torch
 from napari_brgm import reconstruct
 from napari_brgm.engine import uncertainty
 from napari_brgm.engine.calibrate import box_downsample, calibrate
-from napari_brgm.engine.calibration import CalibrationFile
+from napari_brgm.engine.calibration import STRATA, CalibrationFile, strata_groups
 from napari_brgm.engine.uncertainty import calibration_key, calibration_path, file_sha256
 from tests.tiny_priors import tiny_diffusion_file, tiny_flow_file
 from napari_brgm.priors import builtin_priors
@@ -69,7 +69,10 @@ def test_each_sampling_method_gets_calibrated_intervals_from_its_record(spec, im
     info = r.settings["interval"]
     assert info["calibrated"], info
     assert info["calibration"] == str(out) and info["match"] == "exact"
-    lam = info["lambdas"]["all"]
+    assert info["strata"] == STRATA  # one λ per σ̂ quartile, each its stratum's
+    lam = np.zeros(r.std.shape)
+    for name, where in strata_groups(r.std, {"all": np.ones(r.std.shape, bool)}, STRATA).items():
+        lam[where] = info["lambdas"][name]
     np.testing.assert_allclose(r.upper - r.mean, lam * (r.std + info["eps"]), rtol=1e-4, atol=1e-5)
     off = reconstruct(box_downsample(images[0], 2), task="superres", factor=2, prior=prior, seed=7,
                       calibration="none", **run)

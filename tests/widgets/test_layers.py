@@ -252,6 +252,8 @@ def test_interval_summary_names_the_calibration_or_the_fallback():
     nearest = {**CALIBRATED, "level": 0.8, "match": "steps 500 (run: 300)"}
     assert L.interval_summary(nearest) == ("80 % interval calibrated with brain-t1-64.calibration.json "
                                            "(steps 500 (run: 300))")
+    assert L.interval_summary({**CALIBRATED, "strata": 4}) == (
+        "95 % interval calibrated with brain-t1-64.calibration.json (exact match, per std quartile)")
 
 
 def test_the_out_of_distribution_flag_is_in_the_metadata_and_worded_in_one_line():

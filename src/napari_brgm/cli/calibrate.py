@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from napari_brgm.cli.reconstruct import OPTIONS, _add_option_flags
+from napari_brgm.engine.calibration import STRATA
 from napari_brgm.engine.methods import METHODS
 from napari_brgm.engine.tasks import TASKS
 
@@ -31,7 +32,8 @@ def register(sub) -> None:
     p.add_argument("--factor", type=int, default=4, help="super-resolution factor")
     p.add_argument("--plane", default="axial", help="slice plane(s) of volumes: axial, coronal, sagittal, or a "
                    "comma-separated list (e.g. coronal,sagittal)")
-    p.add_argument("--slices", type=int, default=30, help="slices used per plane, evenly spaced over the usable ones")
+    p.add_argument("--slices", type=int, default=30, help="slices used per plane, spread over the usable ones (a "
+                   "larger number keeps the slices of a smaller one, so a --cache grows)")
     p.add_argument("--steps", type=int, default=501)
     p.add_argument("--samples", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
@@ -41,6 +43,10 @@ def register(sub) -> None:
                    "'<=25%%,25-50%%,>50%%')")
     p.add_argument("--data-kind", default="real-heldout", help="label stored with the records")
     p.add_argument("--out", type=Path, help="calibration file (default: <prior>.calibration.json beside the prior)")
+    p.add_argument("--strata", type=int, default=STRATA, help="σ̂ strata per pixel group, each with its own λ "
+                   "(default %(default)s: quartiles; 1: one λ per group)")
+    p.add_argument("--cache", type=Path, help="folder keeping every run's mean and std: an interrupted or "
+                   "enlarged calibration reuses them, a refit (--strata) runs nothing again")
     _add_option_flags(p)
     p.set_defaults(func=run)
 
@@ -57,12 +63,13 @@ def run(args) -> int:
 
 
 def _run(args) -> int:
+    import itertools
     import signal
 
     import numpy as np
     from tqdm import tqdm
 
-    from napari_brgm.engine.calibrate import calibrate
+    from napari_brgm.engine.calibrate import calibrate, spread_order
     from napari_brgm.engine.methods import PRIOR_KINDS
     from napari_brgm.engine.reconstruction import _resolve_prior
     from napari_brgm.engine.uncertainty import calibration_path
@@ -75,7 +82,7 @@ def _run(args) -> int:
     if out is None:
         raise ValueError("--method dip has no prior file to sit beside: give --out")
     resolution = load_prior(prior_path).img_resolution if prior_path is not None else 64
-    images, sources = [], []
+    picked = []  # per plane: (image, source) in spread order
     for plane in args.plane.split(","):
         if plane not in PLANES:
             raise ValueError(f"--plane: {plane!r} is not one of {PLANES}")
@@ -85,9 +92,10 @@ def _run(args) -> int:
         usable = np.flatnonzero(foreground.numpy() >= MIN_FOREGROUND)
         if not len(usable):
             raise ValueError(f"no {plane} slice of {', '.join(map(str, args.data))} has {MIN_FOREGROUND:.0%} tissue")
-        pick = usable[np.unique(np.linspace(0, len(usable) - 1, min(args.slices, len(usable))).round().astype(int))]
-        images += [data.images[i, 0].numpy() for i in pick]
-        sources += [data.sources[i] for i in pick]
+        picked.append([(data.images[i, 0].numpy(), data.sources[i]) for i in usable[spread_order(len(usable), args.slices)]])
+    # the planes interleaved, so that more --slices appends images and keeps each one's index (and seed)
+    pairs = [p for row in itertools.zip_longest(*picked) for p in row if p is not None]
+    images, sources = [p[0] for p in pairs], [p[1] for p in pairs]
     bins = {}
     if args.bins:
         from napari_brgm.engine.calibrate import MASK_SHAPES
@@ -115,6 +123,7 @@ def _run(args) -> int:
         _, records = calibrate(images, prior=None if prior_path is None else str(prior_path), method=args.method,
                                task=args.task, factor=args.factor, steps=args.steps, samples=args.samples,
                                seed=args.seed, sigma_y=sigma_y, data_kind=args.data_kind, sources=sources, out=out,
+                               strata=args.strata, cache=args.cache,
                                progress=progress, should_stop=lambda: interrupted, **bins, **options)
     finally:
         signal.signal(signal.SIGINT, previous)

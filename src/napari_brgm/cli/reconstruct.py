@@ -144,9 +144,12 @@ def request_args(input, out, **options) -> argparse.Namespace:
 
 def describe_interval(info: dict) -> str:
     """One line on a run's interval: its level and calibration."""
+    from napari_brgm.engine.uncertainty import strata_text
+
     level = f"{info['level']:.0%} interval"
     if info["calibrated"]:
-        return f"{level} calibrated with {Path(info['calibration']).name} ({info['match']}, {info['data_kind']})"
+        return (f"{level} calibrated with {Path(info['calibration']).name} ({info['match']}, {info['data_kind']}"
+                f"{strata_text(info)})")
     return f"{level} uncalibrated ({info['reason']}): mean ± {info['multiplier']:.2f}·std"
 
 

@@ -4,8 +4,10 @@ For each ground-truth slice the task is simulated as a user would meet it (super
 box-averaged slice; inpainting: masks of each missing-fraction bin; denoising: seeded Gaussian
 noise of `sigma_y`; k-space: the slice itself, which the engine undersamples with the run's mask
 options; deblurring: the slice blurred by the task's PSF), the method runs through `reconstruct` exactly as in a user's run (same steps,
-samples and options), and `engine.calibration.fit_record` fits λ̂ per pixel group from the
-scores |truth − mean| / (std + ε). Records are merged into `<prior>.calibration.json`; for a flow
+samples and options), and `engine.calibration.fit_record` fits λ̂ per pixel group (and per σ̂ quartile of each group) from the
+scores |truth − mean| / (std + ε). With `cache=DIR` every run's mean and std are kept there, keyed by
+its input and settings: an interrupted calibration resumes, more slices add to the runs done, and a
+record can be refitted (other strata, levels) without running the method again. Records are merged into `<prior>.calibration.json`; for a flow
 prior the out-of-distribution reference of the same slices goes to `<prior>.ood.json` (engine/ood.py).
 Use images the prior was not trained on: a prior reconstructs its training images too well, so
 their intervals come out too narrow (docs/evaluation.md measures that bias).
@@ -14,6 +16,7 @@ their intervals come out too narrow (docs/evaluation.md measures that bias).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+import hashlib
 import json
 import warnings
 from dataclasses import dataclass
@@ -21,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_brgm.engine.calibration import (CalibrationError, CalibrationFile, CalibrationRecord, fit_record,
-                                            missing_fraction_bin)
+from napari_brgm.engine.calibration import (STRATA, CalibrationError, CalibrationFile, CalibrationRecord,
+                                            fit_record, missing_fraction_bin)
 from napari_brgm.engine.ood import calibration_reference
 from napari_brgm.engine.uncertainty import LEVELS, file_sha256
 
@@ -55,6 +58,25 @@ def simulation_mask(shape: tuple[int, int], kind: str) -> np.ndarray:
     else:
         raise ValueError(f"unknown mask kind {kind!r}; choose one of {sorted(sum(MASK_SHAPES.values(), ()))}")
     return m
+
+
+def spread_order(count: int, n: int) -> np.ndarray:
+    """n of the indices 0..count−1, spread evenly (golden-ratio sequence); the first n of a larger n are these.
+
+    So calibrating on more slices later keeps the earlier ones (and their cached runs).
+    """
+    if count < 0 or n < 0:
+        raise ValueError(f"need count ≥ 0 and n ≥ 0, got {count}, {n}")
+    order, seen, k = [], set(), 0
+    while len(order) < min(n, count):
+        i = int(((0.5 + k * 0.6180339887498949) % 1.0) * count)
+        k += 1
+        if i not in seen:
+            seen.add(i)
+            order.append(i)
+        if k > 64 * count + 64:  # the sequence misses some index: fill in order
+            order += [j for j in range(count) if j not in seen][: min(n, count) - len(order)]
+    return np.array(order, dtype=int)
 
 
 def box_downsample(x: np.ndarray, factor: int) -> np.ndarray:
@@ -119,18 +141,69 @@ def simulate(truth: np.ndarray, task: str, *, factor: int = 4, sigma_y: float | 
     return cases
 
 
+@dataclass
+class CachedRun:
+    """What calibration uses of a run (`Result`'s mean, std and the settings it reads), as kept in a cache."""
+
+    mean: np.ndarray
+    std: np.ndarray
+    settings: dict
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_name(path.stem + ".tmp.npz")
+        np.savez_compressed(tmp, mean=self.mean, std=self.std, settings=json.dumps(self.settings))
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> CachedRun | None:
+        """The kept run, or None when the file is absent or unreadable (then the run is redone)."""
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return cls(z["mean"], z["std"], json.loads(str(z["settings"])))
+        except (OSError, ValueError, KeyError):
+            return None
+
+    @classmethod
+    def of(cls, result) -> CachedRun:
+        st = result.settings
+        return cls(np.asarray(result.mean, np.float32), np.asarray(result.std, np.float32),
+                   {"interval": {"key": st["interval"]["key"], "eps": st["interval"]["eps"]},
+                    "in_distribution": {"score": st["in_distribution"]["score"]}, "prior_path": st["prior_path"]})
+
+
+def run_id(case: Case, **settings) -> str:
+    """A run's cache name: SHA-256 of its input, mask and every setting that changes its result."""
+    digest = hashlib.sha256()
+    for a in (case.image, case.mask):
+        if a is not None:
+            digest.update(f"{a.dtype}{a.shape}".encode())
+            digest.update(np.ascontiguousarray(a).tobytes())
+    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:32]
+
+
+def _prior_identity(prior, method: str) -> str:
+    """The prior file's SHA-256 ("none" for Deep Image Prior), so a cache never mixes two priors."""
+    from napari_brgm.engine.methods import PRIOR_KINDS
+    from napari_brgm.engine.reconstruction import _resolve_prior
+
+    kind = PRIOR_KINDS.get(method)
+    return "none" if kind is None else file_sha256(_resolve_prior(prior, kind))
+
+
 def calibrate(images: Sequence[np.ndarray], *, prior, method: str = "vi", task: str = "superres", factor: int = 4,
               steps: int = 501, samples: int = 16, levels: Sequence[float] = LEVELS, seed: int = 0,
               sigma_y: float | None = None, data_kind: str = "real-heldout", sources: Sequence[str] | None = None,
-              out=None, bins: Sequence[str] = tuple(MASK_SHAPES),
+              out=None, bins: Sequence[str] = tuple(MASK_SHAPES), strata: int = STRATA, cache=None,
               progress: Callable[[int, int, str], None] | None = None,
               should_stop: Callable[[], bool] | None = None, **options) -> tuple[CalibrationFile, list]:
     """Run `method` on the simulated task over `images` and fit one record per key and level.
 
-    `bins`: inpainting's missing-fraction bins to calibrate (each image is run once per bin).
-    Returns the calibration file (merged into `out` and written there when `out` is given) and the
-    new records. `progress(i, n, text)` after every run; `should_stop()` between runs ends early
-    and fits what is done. `options` go to `reconstruct` (method options, window, ...).
+    `bins`: inpainting's missing-fraction bins to calibrate (each image is run once per bin); `strata`: σ̂
+    strata per pixel group (1: one λ̂ per group); `cache`: a folder keeping every run (`CachedRun`), reused
+    when the same input meets the same settings. Returns the calibration file (merged into `out` and written
+    there when `out` is given) and the new records. `progress(i, n, text)` after every run; `should_stop()`
+    between runs ends early and fits what is done. `options` go to `reconstruct` (method options, window, ...).
     """
     from napari_brgm import reconstruct
 
@@ -138,16 +211,29 @@ def calibrate(images: Sequence[np.ndarray], *, prior, method: str = "vi", task: 
              for c in simulate(x, task, factor=factor, sigma_y=sigma_y, seed=seed + i, bins=bins, psf=options)]
     if not cases:
         raise ValueError("no calibration images given")
+    if cache is not None:
+        cache = Path(cache)
+        cache.mkdir(parents=True, exist_ok=True)
+        prior_id = _prior_identity(prior, method)
     runs: dict[str, list] = {}  # the runs of one calibration key (the key a user's run looks up, but its level)
     prior_path = None
     for n, (i, case) in enumerate(cases, 1):
         if should_stop is not None and should_stop():
             break
-        r = reconstruct(case.image, task=task, factor=factor, mask=case.mask, prior=prior, method=method,
-                        steps=steps, samples=samples, seed=seed + i, calibration="none",
-                        **({"sigma_y": sigma_y} if sigma_y is not None else {}), **options)
-        if r.std is None:
-            raise ValueError(f"method {method!r} gives no samples here: nothing to calibrate")
+        kept = r = None
+        if cache is not None:
+            kept = cache / (run_id(case, prior=prior_id, method=method, task=task, factor=factor, steps=steps,
+                                   samples=samples, seed=seed + i, sigma_y=sigma_y, options=options) + ".npz")
+            r = CachedRun.load(kept) if kept.is_file() else None
+        if r is None:
+            result = reconstruct(case.image, task=task, factor=factor, mask=case.mask, prior=prior, method=method,
+                                 steps=steps, samples=samples, seed=seed + i, calibration="none",
+                                 **({"sigma_y": sigma_y} if sigma_y is not None else {}), **options)
+            if result.std is None:
+                raise ValueError(f"method {method!r} gives no samples here: nothing to calibrate")
+            r = CachedRun.of(result)
+            if kept is not None:
+                r.save(kept)
         prior_path = r.settings["prior_path"]
         # the engine's own key, but the level; and but the sample count, which early stopping (DIP) can lower
         # in some runs: those stay in (dropping them would bias the set), the record takes the usual count
@@ -177,7 +263,8 @@ def calibrate(images: Sequence[np.ndarray], *, prior, method: str = "vi", task: 
                                         "misfit_q99": _q99([r.settings["in_distribution"]["score"] for _, r in done]),
                                         "mean_missing_fraction": mean_missing,
                                         **({"samples_seen": sorted(set(counts))} if len(set(counts)) > 1 else {}),
-                                        "options": {k: str(v) for k, v in options.items()}})
+                                        "options": {k: str(v) for k, v in options.items()}},
+                                 strata=strata)
             except CalibrationError as err:  # too few images for this level: the others may still be fitted
                 warnings.warn(f"level {level}: not calibrated: {err}", stacklevel=2)
                 continue

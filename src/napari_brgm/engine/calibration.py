@@ -3,7 +3,10 @@
 λ̂_g comes from conformal risk control (CRC) on the score s = |x − μ|/(σ̂ + ε) over calibration images: the
 expected fraction of a new image's group pixels outside the interval is ≤ α. Records are keyed by what changes
 the scores (method, task, SR factor or missing-fraction bin, steps, samples, level) and kept per prior in a JSON
-file. Formulas: §2, §4 and §7 of the developer reference ../shared/docs/uq-calibration.md.
+file. A record fitted with `strata` = k > 1 also holds one λ̂ per σ̂ stratum of each group ("missing|q1" …
+"missing|qk": the pixels of the group ranked by σ̂ within their own image, split into k equal parts), so that
+low- and high-σ̂ pixels each keep their own guarantee (Mondrian CRC) instead of sharing one λ̂ that over-covers
+the first and under-covers the last. Formulas: §2, §4 and §7 of ../shared/docs/uq-calibration.md.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ SCHEMA = 1
 MIN_PIXELS = 100  # per group, over all calibration images
 MIN_IMAGES_ADVISED = 30  # the doc's practical floor for a ground-truth guarantee
 MISSING_FRACTION_BINS = ("<=25%", "25-50%", ">50%")
+STRATA = 4  # σ̂ strata per pixel group of a new record (quartiles)
 _REQUIRED_KEY = ("method", "task", "steps", "samples", "level")
 _NEAREST_KEY = ("steps", "samples", "factor")  # the key fields lookup does not match exactly
 
@@ -76,6 +80,31 @@ def missing_fraction_bin(fraction: float) -> str:
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"missing fraction must lie in [0, 1], got {fraction}")
     return MISSING_FRACTION_BINS[0 if fraction <= 0.25 else 1 if fraction <= 0.5 else 2]
+
+
+def stratum_name(group: str, j: int) -> str:
+    """The name of stratum j (0-based) of a pixel group: "missing|q1" is the missing pixels' lowest-σ̂ part."""
+    return f"{group}|q{j + 1}"
+
+
+def strata_groups(std, groups: dict, k: int) -> dict[str, np.ndarray]:
+    """Each group's pixels ranked by σ̂ (stable order) within this image and split into k near-equal parts.
+
+    Depends on σ̂ only, never on the truth, so a new image's strata are defined as the calibration images' were.
+    """
+    s = np.asarray(std, dtype=np.float64)
+    if int(k) != k or k < 2:
+        raise ValueError(f"strata must be a whole number ≥ 2, got {k}")
+    out = {}
+    for g, mask in groups.items():
+        m = np.asarray(mask, bool)
+        where = np.flatnonzero(m.ravel())
+        order = where[np.argsort(s.ravel()[where], kind="stable")]
+        for j, part in enumerate(np.array_split(order, int(k))):
+            sub = np.zeros(s.size, bool)
+            sub[part] = True
+            out[stratum_name(g, j)] = sub.reshape(s.shape)
+    return out
 
 
 @dataclass(frozen=True)
@@ -154,6 +183,7 @@ class CalibrationRecord:
     """One calibration key's result: per group g the CRC λ̂_g and the σ-scaling κ_g, with its provenance.
 
     κ_g = √ZMS of the scores, image-averaged: it scales σ̂ + ε (the floored scale of the score), no guarantee.
+    `strata` > 1: the per-group maps also hold each group's σ̂ strata ("g|q1" …), which `interval` uses.
     """
 
     key: dict
@@ -171,6 +201,7 @@ class CalibrationRecord:
     eps_rule: str = "max(sigma_y, 1e-3*range)"
     wrapper: str = "crc"
     notes: dict = field(default_factory=dict)  # free-form provenance: d0_prior, image split hashes, …
+    strata: int = 1  # σ̂ strata per group (1: one λ̂ per group, as records before strata)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -189,20 +220,30 @@ class CalibrationRecord:
         if not isinstance(lams, dict) or not all(
                 isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 for v in lams.values()):
             raise ValueError(f"calibration record: lambdas must map groups to finite numbers ≥ 0, got {lams!r}")
+        if not (isinstance(d.get("strata", 1), int) and d.get("strata", 1) >= 1):
+            raise ValueError(f"calibration record: strata must be a whole number ≥ 1, got {d.get('strata')!r}")
         return cls(**{**d, "key": _check_key(d["key"])})
 
+    def stratified(self, groups: dict) -> bool:
+        """Whether every group of a run has its σ̂-stratum λ̂s here (else the group's own λ̂ is used)."""
+        return self.strata > 1 and all(stratum_name(g, j) in self.lambdas for g in groups for j in range(self.strata))
+
     def interval(self, mean, std, eps: float, groups: dict) -> tuple[np.ndarray, np.ndarray]:
-        """The calibrated interval μ ∓ λ̂_g(σ̂ + ε) for the given group masks."""
+        """The calibrated interval μ ∓ λ̂(σ̂ + ε): per σ̂ stratum of each group when fitted so, else per group."""
+        if self.stratified(groups):
+            return interval(mean, std, eps, strata_groups(std, groups, self.strata), self.lambdas)
         return interval(mean, std, eps, groups, self.lambdas)
 
 
 def fit_record(truths, means, stds, groups_per_image, key: dict, level: float, eps, data_kind: str,
-               notes: dict | None = None) -> CalibrationRecord:
+               notes: dict | None = None, strata: int = 1) -> CalibrationRecord:
     """Calibrate one key: CRC λ̂_g and κ_g per group over the calibration images.
 
     truths, means, stds: one array per image; groups_per_image: per image a dict group → boolean mask (an
     image whose mask of a group is empty drops out of that group); eps: one ε for all images or one each.
-    Raises CalibrationError if a group has < 100 pixels in all or too few images for the level.
+    strata > 1: also each group's σ̂ strata (`strata_groups`), fitted alike. Raises CalibrationError if a group
+    has < 100 pixels in all or too few images for the level; a stratum with too few pixels is left out (the run
+    then uses its group's λ̂).
     """
     n = len(truths)
     if not n == len(means) == len(stds) == len(groups_per_image):
@@ -221,12 +262,17 @@ def fit_record(truths, means, stds, groups_per_image, key: dict, level: float, e
             if m.dtype != bool or m.shape != score.shape:
                 raise ValueError(f"group {g!r}: the mask must be boolean of the image's shape {score.shape}")
             per_group.setdefault(g, []).append(score[m])
+        if strata > 1:
+            for g, m in strata_groups(s, groups, strata).items():
+                per_group.setdefault(g, []).append(score[m])
     if not per_group:
         raise ValueError("no pixel group given")
     lambdas, kappa, n_images, n_pixels, allowed, cal_cov = {}, {}, {}, {}, {}, {}
     for g, arrays in per_group.items():
         arrays = [a for a in arrays if a.size]
         total = sum(a.size for a in arrays)
+        if total < MIN_PIXELS and "|" in g:
+            continue
         if total < MIN_PIXELS:
             raise CalibrationError(f"group {g!r} has {total} pixels over {len(arrays)} images; calibration needs "
                                    f"at least {MIN_PIXELS} pixels per group")
@@ -234,7 +280,7 @@ def fit_record(truths, means, stds, groups_per_image, key: dict, level: float, e
             crc = crc_lambda(arrays, level)
         except CalibrationError as err:
             raise CalibrationError(f"group {g!r}: {err}") from None
-        if crc.n_images < MIN_IMAGES_ADVISED:
+        if crc.n_images < MIN_IMAGES_ADVISED and "|" not in g:
             warnings.warn(f"group {g!r}: {crc.n_images} calibration images; a ground-truth guarantee wants "
                           f"≥ {MIN_IMAGES_ADVISED}", stacklevel=2)
         lambdas[g] = crc.lam
@@ -246,7 +292,7 @@ def fit_record(truths, means, stds, groups_per_image, key: dict, level: float, e
     return CalibrationRecord(key=key, lambdas=lambdas, kappa=kappa, n_images=n_images, n_pixels=n_pixels,
                              guaranteed_level=1.0 - _alpha(level), allowed_miss=allowed, cal_coverage=cal_cov,
                              data_kind=str(data_kind), created=datetime.date.today().isoformat(),
-                             version=__version__, notes=dict(notes or {}))
+                             version=__version__, notes=dict(notes or {}), strata=int(strata))
 
 
 def interval(mean, std, eps: float, groups: dict, lambdas: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -329,6 +375,7 @@ def _blend(a: CalibrationRecord, b: CalibrationRecord, t: float) -> CalibrationR
         return {g: min(x[g], y[g]) for g in groups}
 
     return replace(a, lambdas=mix(a.lambdas, b.lambdas), kappa=mix(a.kappa, b.kappa),
+                   strata=a.strata if a.strata == b.strata else 1,
                    n_images=least(a.n_images, b.n_images), n_pixels=least(a.n_pixels, b.n_pixels),
                    allowed_miss={g: max(a.allowed_miss[g], b.allowed_miss[g]) for g in groups},
                    cal_coverage=least(a.cal_coverage, b.cal_coverage))

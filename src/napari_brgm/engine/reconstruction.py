@@ -64,6 +64,7 @@ def reconstruct(
     device: str = "auto",
     progress: Callable[[Progress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    on_prepared: Callable[[Prepared], None] | None = None,
     **options,
 ) -> Result:
     """Reconstruct a 2-D slice with a generative prior: BRGM MAP / VI, CSGM, IAGAN, Deep Image Prior,
@@ -75,7 +76,9 @@ def reconstruct(
     or a file of the kind the method needs (None: the built-in prior of that kind); "dip" ignores
     it. Super-resolution outputs are `factor`× the input size.
     `progress` receives a `Progress` after every step; `should_stop()` is polled after every step
-    and a cancelled run returns promptly with `Result.partial = True`. Further keyword options are
+    and a cancelled run returns promptly with `Result.partial = True`. `on_prepared(prep)` is called once
+    the request is validated and its problem built, before the solver (the GUI shows a k-space run's
+    zero-filled image from it, `kspace_views`). Further keyword options are
     the common fields of `Settings` (sigma_y, window, fit, precision, back_project, bp_eta) and the
     options of the chosen task and method (`engine.tasks`, `engine.methods`; tables in
     docs/engine.md); one of another method or task, or an unknown one, is a TypeError that says
@@ -85,6 +88,8 @@ def reconstruct(
     """
     prep = prepare(image, task=task, factor=factor, mask=mask, prior=prior, method=method, steps=steps,
                    samples=samples, seed=seed, device=device, **options)
+    if on_prepared is not None:
+        on_prepared(prep)
     monitor = Monitor(_progress_adapter(progress, prep.plan, prep.imap, prep.started), should_stop)
     with memory_retained():  # batched steps reuse freed memory (3x faster VI at 256 px); released after the run
         estimate = solve(prep, monitor)

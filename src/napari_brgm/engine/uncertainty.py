@@ -1,8 +1,9 @@
 """Central intervals for a run's samples: calibrated per pixel group when a calibration file matches.
 
 A run with samples gets `Result.lower/upper` = μ ∓ λ_g(σ̂ + ε) on each pixel group g (inpainting:
-"missing" and "observed"; other tasks: "all"), with λ_g from `<prior>.calibration.json` beside the
-prior file (or `calibration=PATH`), made by `napari-brgm calibrate`. Without a matching record the
+"missing" and "observed"; other tasks: "all"; per σ̂ quartile of each group when the record has strata),
+with λ_g from `<prior>.calibration.json` beside the prior file (or `calibration=PATH`), made by
+`napari-brgm calibrate`. Without a matching record the
 interval is μ ∓ m_S·σ̂ (m_S: the Student-t multiplier for S samples, `gaussian_multiplier`) and is
 flagged uncalibrated; a cancelled run is always flagged uncalibrated.
 """
@@ -128,10 +129,17 @@ def run_intervals(mean: np.ndarray, std: np.ndarray, samples: int, missing: np.n
                  else "no matching calibration record" if calibration is not None else "no calibration file"}
     else:
         record, match = found
-        lower, upper = interval(mean, std, eps, groups, record.lambdas)
+        lower, upper = record.interval(mean, std, eps, groups)
         info |= {"calibrated": True, "calibration": source, "match": match.text, "lambdas": dict(record.lambdas),
+                 "strata": record.strata if record.stratified(groups) else 1,
                  "misfit_q99": record.notes.get("misfit_q99"), "data_kind": record.data_kind, "n_images": dict(record.n_images)}
     return lower.astype(np.float32), upper.astype(np.float32), info
+
+
+def strata_text(info: dict) -> str:
+    """", per std quartile" for an interval calibrated per σ̂ stratum (`settings["interval"]`), else ""."""
+    k = info.get("strata", 1)
+    return "" if k == 1 else ", per std quartile" if k == 4 else f", per std {k}-quantile"
 
 
 def in_distribution(misfit: float | None, calibrated_q99: float | None) -> dict:

@@ -336,7 +336,9 @@ def interval_summary(interval: dict) -> str:
     level = percent(interval["level"])
     if interval["calibrated"]:
         match = "exact match" if interval["match"] == "exact" else interval["match"]
-        return f"{level} interval calibrated with {Path(interval['calibration']).name} ({match})"
+        from napari_brgm.engine.uncertainty import strata_text
+
+        return f"{level} interval calibrated with {Path(interval['calibration']).name} ({match}{strata_text(interval)})"
     return f"{level} interval uncalibrated ({interval['reason']}): mean ± {interval['multiplier']:.2f}·std"
 
 

@@ -38,7 +38,7 @@ from qtpy.QtWidgets import (
 
 from napari_brgm.engine import Progress, reconstruct
 from napari_brgm.engine.geometry import detail_lost
-from napari_brgm.engine.reconstruction import kspace_views, prepare
+from napari_brgm.engine.reconstruction import kspace_views
 from napari_brgm.engine.methods import DEFAULT_RESTARTS, METHOD_SPECS, PRIOR_KINDS
 from napari_brgm.engine.settings import INTERVAL_LEVELS, Settings
 from napari_brgm.engine.tasks import TASK_SPECS
@@ -192,13 +192,15 @@ class Run(QObject):
         return self.request.slices is not None
 
     def _work(self, engine):
+        hooks = {}
         if not self.volume:  # a volume's slices are judged one by one by the engine
             self.screened.emit(L.screen_request(self.request))  # off the UI thread: the first call loads the flow
-            if self.request.options["task"] == "kspace":
-                self.measured.emit(*kspace_views(prepare(self.request.image, mask=None, **self.request.options)))
-        volume = {"slices": self.request.slices, "on_slice": self.sliced.emit} if self.volume else {}
+            if self.request.options["task"] == "kspace":  # the zero-filled image, before the solver starts
+                hooks["on_prepared"] = lambda prep: self.measured.emit(*kspace_views(prep))
+        else:
+            hooks = {"slices": self.request.slices, "on_slice": self.sliced.emit}
         return engine(self.request.image, mask=self.request.mask, progress=self.progressed.emit,
-                      should_stop=self._should_stop, **volume, **self.request.options)
+                      should_stop=self._should_stop, **hooks, **self.request.options)
 
     def _should_stop(self) -> bool:
         """Cancel, a deleted input or a closed widget (`stop`), or napari cancelling its tasks as the window closes."""
