@@ -155,6 +155,10 @@ def slice_metrics(truth, r: Run, missing, level, seed, requested=None) -> dict:
     inside = ((lo <= truth) & (truth <= hi)).ravel()
     out["cov_quartiles"] = [float(inside[q].mean()) for q in np.array_split(order, 4)]
     out["quartile_interval"] = "calibrated" if "cal" in intervals else "m_S·σ"
+    if missing is not None:  # the same per region: observed pixels, and the hole by its own σ̂ quartiles
+        hole = np.flatnonzero(np.asarray(missing).ravel()[order])
+        out["cov_observed"] = float(inside[~np.asarray(missing).ravel()].mean())
+        out["cov_quartiles_missing"] = [float(inside[order[q]].mean()) for q in np.array_split(hole, 4)]
     return out
 
 
@@ -166,7 +170,8 @@ def aggregate(figs: list[dict]) -> dict:
     """Slice means of every number present in all slices; None where absent."""
     keys = {k for f in figs for k, v in f.items() if isinstance(v, float)}
     row = {k: float(np.mean([f[k] for f in figs])) if all(k in f for f in figs) else None for k in keys}
-    row["cov_quartiles"] = np.mean([f["cov_quartiles"] for f in figs], axis=0).tolist()
+    for name in ("cov_quartiles", "cov_quartiles_missing"):
+        row[name] = np.mean([f[name] for f in figs], axis=0).tolist() if all(name in f for f in figs) else None
     row["calibration"] = "; ".join(sorted({f["calibration"] for f in figs}))
     row["quartile_interval"] = "; ".join(sorted({f["quartile_interval"] for f in figs}))
     return row
@@ -243,11 +248,15 @@ def main(argv=None) -> int:
             per_slice += figs
             rows.append({"method": spec, "task": key, "n": len(figs), **aggregate(figs)})
             print(table_row(spec, key, len(figs), rows[-1]), flush=True)
-    print(f"\nM7: {pct} coverage per σ̂ quartile over all pixels (Q1 = lowest σ̂)\n\n"
-          "| method | task | interval | Q1 | Q2 | Q3 | Q4 |\n|---|---|---|---|---|---|---|")
+    print(f"\nM7: {pct} coverage per σ̂ quartile over all pixels (Q1 = lowest σ̂); masks: the observed pixels, "
+          "and the hole's pixels per σ̂ quartile of the hole\n\n"
+          "| method | task | interval | Q1 | Q2 | Q3 | Q4 | observed | hole Q1 / Q2 / Q3 / Q4 |\n"
+          "|---|---|---|---|---|---|---|---|---|")
     for row in rows:
+        hole = row.get("cov_quartiles_missing")
         print(f"| {row['method']} | {row['task']} | {row['quartile_interval']} | "
-              + " | ".join(fmt(c) for c in row["cov_quartiles"]) + " |")
+              + " | ".join(fmt(c) for c in row["cov_quartiles"])
+              + f" | {fmt(row.get('cov_observed'))} | {' / '.join(fmt(c) for c in hole) if hole else '–'} |")
     if args.json:
         write_json(args.json, args, rows, per_slice)
     return 0

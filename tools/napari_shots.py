@@ -6,6 +6,24 @@ import time
 from pathlib import Path
 
 
+def open_in_widget(path: Path, k: int | None = None):
+    """A 1600×1000 napari window with `path` opened by our reader at slice k (default: the middle one) and the
+    reconstruction widget docked, its input set to that layer; returns (viewer, layer, k, widget)."""
+    import napari
+
+    from napari_brgm.widgets import ReconstructionWidget
+
+    viewer = napari.Viewer(show=True)
+    viewer.window._qt_window.resize(1600, 1000)
+    source = viewer.open(str(path), plugin="napari-brgm")[0]
+    k = source.data.shape[0] // 2 if k is None else k
+    viewer.dims.set_point(0, source.data_to_world([k, 0, 0])[0])
+    widget = ReconstructionWidget(viewer)
+    viewer.window.add_dock_widget(widget, area="right", name="BRGM Reconstruction")
+    widget.image_combo.setCurrentText(source.name)
+    return viewer, source, k, widget
+
+
 def run_widget(widget) -> object:
     """Press Run and process Qt events until the run ends; return the widget's Run."""
     from qtpy.QtWidgets import QApplication

@@ -33,19 +33,9 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshot-kspace.png")
     args = p.parse_args(argv)
 
-    import napari
-    from napari_shots import grid_screenshot, run_widget
+    from napari_shots import grid_screenshot, open_in_widget, run_widget
 
-    from napari_brgm.widgets import ReconstructionWidget
-
-    viewer = napari.Viewer(show=True)
-    viewer.window._qt_window.resize(1600, 1000)
-    source = viewer.open(str(args.input), plugin="napari-brgm")[0]
-    k = source.data.shape[0] // 2 if args.slice is None else args.slice
-    viewer.dims.set_point(0, source.data_to_world([k, 0, 0])[0])
-    widget = ReconstructionWidget(viewer)
-    viewer.window.add_dock_widget(widget, area="right", name="BRGM Reconstruction")
-    widget.image_combo.setCurrentText(source.name)
+    viewer, source, k, widget = open_in_widget(args.input, args.slice)
     widget.task_combo.setCurrentIndex(widget.task_combo.findData("kspace"))
     widget.advanced.set_value("acceleration", args.acceleration)
     widget.method_combo.setCurrentIndex(widget.method_combo.findData("vi"))

@@ -25,7 +25,6 @@ from pydicom.uid import (
     MRImageStorage,
     ParametricMapStorage,
     SecondaryCaptureImageStorage,
-    generate_uid,
 )
 
 from napari_brgm.io import load_image, resampled_affine

@@ -8,7 +8,6 @@ item. A rerun with the same settings skips done items and reruns failed ones. Ex
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
