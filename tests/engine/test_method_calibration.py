@@ -86,16 +86,20 @@ def test_dip_without_a_shipped_file_stays_uncalibrated(monkeypatch, tmp_path, im
     assert r.settings["interval"]["reason"] == "no calibration file"
 
 
-# The shipped files: (prior name or None for DIP, method, VI posterior in the key, tasks calibrated for a
-# default run: "sr4" = SR x4, "half" = inpainting 25-50 % missing; tools/calibrate_builtin.py, docs/engine.md)
-SHIPPED = [("brain-t1-64", "vi", "laplace", ("sr4", "half")), ("brain-t1-64", "iagan", "laplace", ("sr4", "half")),
-           (None, "dip", None, ("sr4", "half")), ("brain-t1-64-ddpm", "reddiff", None, ("sr4", "half")),
-           ("brain-t1-64-glow", "flow", None, ("sr4", "half"))]
+# The shipped files: (prior name or None for DIP, method, VI posterior in the key); each holds records for a
+# default run of the five evaluated tasks (tools/calibrate_builtin.py, docs/engine.md)
+SHIPPED = [("brain-t1-64", "vi", "laplace"), ("brain-t1-64", "iagan", "laplace"), (None, "dip", None),
+           ("brain-t1-64-ddpm", "reddiff", None), ("brain-t1-64-glow", "flow", None)]
 HALF = np.arange(64 * 64).reshape(64, 64) % 64 >= 32
+CENTRE = np.zeros((64, 64), bool)
+CENTRE[16:48, 16:48] = True
+# task → (engine task, SR factor, missing mask, σ_y in model units): the calibrated settings
+TASKS = {"sr4": ("superres", 4, None, 0.05), "sr8": ("superres", 8, None, 0.05), "center": ("inpaint", 4, CENTRE, 0.05),
+         "half": ("inpaint", 4, HALF, 0.05), "denoise": ("denoise", 4, None, 0.2)}
 
 
-@pytest.mark.parametrize(("prior", "method", "posterior", "tasks"), SHIPPED)
-def test_shipped_calibration_files_hold_records_of_each_method_for_the_shipped_prior(prior, method, posterior, tasks):
+@pytest.mark.parametrize(("prior", "method", "posterior"), SHIPPED)
+def test_shipped_calibration_files_hold_records_of_each_method_for_the_shipped_prior(prior, method, posterior):
     if prior is None:
         path, sha = uncertainty.builtin_dip_calibration(), "none"
     else:
@@ -107,8 +111,7 @@ def test_shipped_calibration_files_hold_records_of_each_method_for_the_shipped_p
     assert mine, f"{path.name} has no record of method {method}"
     assert all(r.data_kind == "real-unseen-plane" for r in mine)
     # a default-settings run (501 steps, 16 samples, σ_y 2.5 % of the window, level 0.9) finds a record
-    # (that of the nearest steps) for each calibrated task
-    for task in tasks:
-        task, missing = ("superres", None) if task == "sr4" else ("inpaint", HALF)
-        key = calibration_key(method, task, 4, missing, 501, 16, 0.9, 0.05, posterior)
-        assert shipped.lookup(sha, key) is not None, (path.name, key)
+    # (that of the nearest steps) for each evaluated task
+    for name, (task, factor, missing, sigma_y) in TASKS.items():
+        key = calibration_key(method, task, factor, missing, 501, 16, 0.9, sigma_y, posterior)
+        assert shipped.lookup(sha, key) is not None, (path.name, name, key)
