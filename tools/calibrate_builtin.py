@@ -25,7 +25,7 @@ text says so, `settings["interval"]["match"]`). Tasks: sr4, sr8, denoise (σ_y 0
 as for VI), and inpainting by missing-fraction bin: `center` = the "<=25%" bin, `half` = "25-50%",
 `border` = ">50%" (`inpaint` = all three), and undersampled k-space `k4`, `k8` (random fastMRI
 masks, a new mask per slice). The shipped files were made with the commands in
-docs/evaluation.md ("The other sampling methods"); fewer than 30 images per key (the costly
+docs/evaluation.md ("Uncertainty: coverage of the intervals"); fewer than 30 images per key (the costly
 methods) make CRC conservative.
 """
 
