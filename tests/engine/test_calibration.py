@@ -309,4 +309,5 @@ def test_a_stratified_record_falls_back_to_the_group_lambda_for_a_group_without_
         g: v for g, v in rec.lambdas.items() if not g.startswith("observed|")}})
     assert rec.stratified(groups[0]) and not thin.stratified(groups[0])
     lo, hi = thin.interval(means[0], stds[0], 1e-9, groups[0])
-    np.testing.assert_allclose(hi - means[0], cal.interval(means[0], stds[0], 1e-9, groups[0], rec.lambdas)[1] - means[0])
+    per_group = cal.interval(means[0], stds[0], 1e-9, groups[0], rec.lambdas)[1]
+    np.testing.assert_allclose(hi - means[0], per_group - means[0])

@@ -92,7 +92,8 @@ def _run(args) -> int:
         usable = np.flatnonzero(foreground.numpy() >= MIN_FOREGROUND)
         if not len(usable):
             raise ValueError(f"no {plane} slice of {', '.join(map(str, args.data))} has {MIN_FOREGROUND:.0%} tissue")
-        picked.append([(data.images[i, 0].numpy(), data.sources[i]) for i in usable[spread_order(len(usable), args.slices)]])
+        pick = usable[spread_order(len(usable), args.slices)]
+        picked.append([(data.images[i, 0].numpy(), data.sources[i]) for i in pick])
     # the planes interleaved, so that more --slices appends images and keeps each one's index (and seed)
     pairs = [p for row in itertools.zip_longest(*picked) for p in row if p is not None]
     images, sources = [p[0] for p in pairs], [p[1] for p in pairs]

@@ -3,14 +3,16 @@
 For each ground-truth slice the task is simulated as a user would meet it (super-resolution: the
 box-averaged slice; inpainting: masks of each missing-fraction bin; denoising: seeded Gaussian
 noise of `sigma_y`; k-space: the slice itself, which the engine undersamples with the run's mask
-options; deblurring: the slice blurred by the task's PSF), the method runs through `reconstruct` exactly as in a user's run (same steps,
-samples and options), and `engine.calibration.fit_record` fits λ̂ per pixel group (and per σ̂ quartile of each group) from the
-scores |truth − mean| / (std + ε). With `cache=DIR` every run's mean and std are kept there, keyed by
-its input and settings: an interrupted calibration resumes, more slices add to the runs done, and a
-record can be refitted (other strata, levels) without running the method again. Records are merged into `<prior>.calibration.json`; for a flow
-prior the out-of-distribution reference of the same slices goes to `<prior>.ood.json` (engine/ood.py).
-Use images the prior was not trained on: a prior reconstructs its training images too well, so
-their intervals come out too narrow (docs/evaluation.md measures that bias).
+options; deblurring: the slice blurred by the task's PSF), the method runs through `reconstruct`
+exactly as in a user's run (same steps, samples and options), and `engine.calibration.fit_record`
+fits λ̂ per pixel group (and per σ̂ quartile of each group) from the scores |truth − mean| / (std + ε).
+With `cache=DIR` every run's mean and std are kept there, keyed by its input and settings: an
+interrupted calibration resumes, more slices add to the runs done, and a record can be refitted
+(other strata, levels) without running the method again. Records are merged into
+`<prior>.calibration.json`; for a flow prior the out-of-distribution reference of the same slices
+goes to `<prior>.ood.json` (engine/ood.py). Use images the prior was not trained on: a prior
+reconstructs its training images too well, so their intervals come out too narrow
+(docs/evaluation.md measures that bias).
 """
 
 from __future__ import annotations
