@@ -87,6 +87,11 @@ def stratum_name(group: str, j: int) -> str:
     return f"{group}|q{j + 1}"
 
 
+def is_stratum(name: str) -> bool:
+    """Whether a λ̂ map's key names a σ̂ stratum (`stratum_name`) rather than a whole pixel group."""
+    return "|" in name
+
+
 def strata_groups(std, groups: dict, k: int) -> dict[str, np.ndarray]:
     """Each group's pixels ranked by σ̂ (stable order) within this image and split into k near-equal parts.
 
@@ -271,7 +276,7 @@ def fit_record(truths, means, stds, groups_per_image, key: dict, level: float, e
     for g, arrays in per_group.items():
         arrays = [a for a in arrays if a.size]
         total = sum(a.size for a in arrays)
-        if total < MIN_PIXELS and "|" in g:
+        if total < MIN_PIXELS and is_stratum(g):
             continue
         if total < MIN_PIXELS:
             raise CalibrationError(f"group {g!r} has {total} pixels over {len(arrays)} images; calibration needs "
@@ -280,7 +285,7 @@ def fit_record(truths, means, stds, groups_per_image, key: dict, level: float, e
             crc = crc_lambda(arrays, level)
         except CalibrationError as err:
             raise CalibrationError(f"group {g!r}: {err}") from None
-        if crc.n_images < MIN_IMAGES_ADVISED and "|" not in g:
+        if crc.n_images < MIN_IMAGES_ADVISED and not is_stratum(g):
             warnings.warn(f"group {g!r}: {crc.n_images} calibration images; a ground-truth guarantee wants "
                           f"≥ {MIN_IMAGES_ADVISED}", stacklevel=2)
         lambdas[g] = crc.lam

@@ -192,13 +192,13 @@ class Run(QObject):
         return self.request.slices is not None
 
     def _work(self, engine):
-        hooks = {}
-        if not self.volume:  # a volume's slices are judged one by one by the engine
+        if self.volume:  # a volume's slices are judged one by one by the engine
+            hooks = {"slices": self.request.slices, "on_slice": self.sliced.emit}
+        else:
             self.screened.emit(L.screen_request(self.request))  # off the UI thread: the first call loads the flow
+            hooks = {}
             if self.request.options["task"] == "kspace":  # the zero-filled image, before the solver starts
                 hooks["on_prepared"] = lambda prep: self.measured.emit(*kspace_views(prep))
-        else:
-            hooks = {"slices": self.request.slices, "on_slice": self.sliced.emit}
         return engine(self.request.image, mask=self.request.mask, progress=self.progressed.emit,
                       should_stop=self._should_stop, **hooks, **self.request.options)
 
