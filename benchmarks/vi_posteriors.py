@@ -5,7 +5,11 @@ Target: an image the generator itself produced (w = mapping(z), ψ 0.7), right h
 and family, M9 = median std(missing) / median std(observed), the ratio of mean stds, and
 coverage of mean ± m_S·std over the missing and observed pixels (the truth is known here).
 
-    python benchmarks/vi_posteriors.py [--steps 200] [--generators builtin,untrained,tiny]
+    python benchmarks/vi_posteriors.py [--steps 200] [--generators builtin,untrained,narrow,tiny]
+                                       [--posteriors laplace,laplace:generator,meanfield,...]
+
+A posterior is a family of `solvers.vi.POSTERIORS`, optionally with its predictive after a colon
+(`solvers.laplace.PREDICTIVES`; default: the family's own, linear for laplace).
 """
 
 from __future__ import annotations
@@ -32,6 +36,11 @@ def generators(names: list[str]):
             G = Generator(GeneratorConfig(z_dim=512, w_dim=512, img_resolution=64, img_channels=1,
                                           channel_base=16384))
             yield name, G.eval().requires_grad_(False)
+        elif name == "narrow":  # the test's untrained generator (tests/solvers/test_laplace.py)
+            torch.manual_seed(0)
+            G = Generator(GeneratorConfig(z_dim=128, w_dim=128, img_resolution=64, img_channels=1, channel_base=2048,
+                                          channel_max=64))
+            yield name, G.eval().requires_grad_(False)
         elif name == "tiny":
             yield name, load_generator("../shared/fixtures/stylegan2-ada-tiny/network-snapshot.pkl")
 
@@ -42,7 +51,7 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=16)
     ap.add_argument("--sigma-y", type=float, default=0.05)
     ap.add_argument("--generators", default="builtin,untrained")
-    ap.add_argument("--posteriors", default=",".join(POSTERIORS))
+    ap.add_argument("--posteriors", default=",".join(POSTERIORS) + ",laplace:generator")
     ap.add_argument("--seeds", type=int, default=2, help="targets per generator")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     args = ap.parse_args()
@@ -64,9 +73,11 @@ def main() -> None:
             problem = Problem(G, A, A.project_measurement(A(x)))
             map_out = solve_map(problem, MapConfig(steps=args.steps))
             for post in args.posteriors.split(","):
+                family, _, predictive = post.partition(":")
                 started = time.perf_counter()
                 out = solve_vi(problem, ViConfig(steps=args.steps, samples=args.samples, sigma_y=args.sigma_y,
-                                                 posterior=post), seed=0, mu_init=map_out.ws)
+                                                 posterior=family, predictive=predictive or None), seed=0,
+                               mu_init=map_out.ws)
                 secs = time.perf_counter() - started
                 mean, std = out.samples.mean(0)[0], out.samples.std(0)[0]
                 inside = ((x[0, 0] - mean).abs() <= m * std)

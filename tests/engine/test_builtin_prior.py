@@ -72,12 +72,13 @@ def test_the_builtin_prior_ships_a_calibration_for_vi_with_its_defaults():
                                          ("inpaint", 1, half, 0.05), ("denoise", 1, None, 0.2)):
         for level in (0.8, 0.9, 0.95):
             found = cal.lookup(file_sha256(path), calibration_key("vi", task, factor, missing, 501, 16, level, sigma,
-                                                                        "laplace"))
+                                                                        "laplace", predictive="linear"))
             assert found is not None and found[1].exact, (task, factor, level)
             record = found[0]
             assert min(record.n_images.values()) >= 20 and all(v > 0 for v in record.lambdas.values())
-    lam = {lv: cal.lookup(file_sha256(path), calibration_key("vi", "superres", 4, None, 501, 16, lv, 0.05, "laplace"))[0]
-           .lambdas["all"] for lv in (0.8, 0.9, 0.95)}
+    lam = {lv: cal.lookup(file_sha256(path), calibration_key("vi", "superres", 4, None, 501, 16, lv, 0.05, "laplace",
+                                                           predictive="linear"))[0].lambdas["all"]
+           for lv in (0.8, 0.9, 0.95)}
     assert lam[0.8] < lam[0.9] < lam[0.95]
     meanfield = calibration_key("vi", "superres", 4, None, 501, 16, 0.9, 0.05, "meanfield")
     assert cal.lookup(file_sha256(path), meanfield) is None  # a record is for one posterior family

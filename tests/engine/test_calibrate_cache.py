@@ -61,3 +61,8 @@ def test_a_cache_resumes_and_refits_without_running_again(tiny_prior, tiny_gener
     calibrate(images[:11], prior=tiny_prior, task="superres", factor=2, levels=(0.9,), cache=cache,
               data_kind="in-model", **RUN)
     assert len(calls) == 13  # a damaged file is run again
+    _, generator = calibrate(images[:11], prior=tiny_prior, task="superres", factor=2, levels=(0.9,), cache=cache,
+                             data_kind="in-model", **(RUN | {"vi_predictive": "generator"}))
+    assert len(calls) == 24  # another VI predictive (e.g. an older default) is another run
+    assert "predictive" not in generator[0].key and first[0].key["predictive"] == "linear"
+

@@ -86,10 +86,11 @@ def test_dip_without_a_shipped_file_stays_uncalibrated(monkeypatch, tmp_path, im
     assert r.settings["interval"]["reason"] == "no calibration file"
 
 
-# The shipped files: (prior name or None for DIP, method, VI posterior in the key); each holds records for a
-# default run of the five evaluated tasks (tools/calibrate_builtin.py, docs/engine.md)
-SHIPPED = [("brain-t1-64", "vi", "laplace"), ("brain-t1-64", "iagan", "laplace"), (None, "dip", None),
-           ("brain-t1-64-ddpm", "reddiff", None), ("brain-t1-64-glow", "flow", None)]
+# The shipped files: (prior name or None for DIP, method, VI posterior and predictive in the key); each holds
+# records for a default run of the five evaluated tasks (tools/calibrate_builtin.py, docs/engine.md)
+SHIPPED = [("brain-t1-64", "vi", "laplace", "linear"), ("brain-t1-64", "iagan", "laplace", "linear"),
+           (None, "dip", None, None), ("brain-t1-64-ddpm", "reddiff", None, None),
+           ("brain-t1-64-glow", "flow", None, None)]
 HALF = np.arange(64 * 64).reshape(64, 64) % 64 >= 32
 CENTRE = np.zeros((64, 64), bool)
 CENTRE[16:48, 16:48] = True
@@ -98,8 +99,9 @@ TASKS = {"sr4": ("superres", 4, None, 0.05), "sr8": ("superres", 8, None, 0.05),
          "half": ("inpaint", 4, HALF, 0.05), "denoise": ("denoise", 4, None, 0.2)}
 
 
-@pytest.mark.parametrize(("prior", "method", "posterior"), SHIPPED)
-def test_shipped_calibration_files_hold_records_of_each_method_for_the_shipped_prior(prior, method, posterior):
+@pytest.mark.parametrize(("prior", "method", "posterior", "predictive"), SHIPPED)
+def test_shipped_calibration_files_hold_records_of_each_method_for_the_shipped_prior(prior, method, posterior,
+                                                                                      predictive):
     if prior is None:
         path, sha = uncertainty.builtin_dip_calibration(), "none"
     else:
@@ -113,5 +115,5 @@ def test_shipped_calibration_files_hold_records_of_each_method_for_the_shipped_p
     # a default-settings run (501 steps, 16 samples, σ_y 2.5 % of the window, level 0.9) finds a record
     # (that of the nearest steps) for each evaluated task
     for name, (task, factor, missing, sigma_y) in TASKS.items():
-        key = calibration_key(method, task, factor, missing, 501, 16, 0.9, sigma_y, posterior)
+        key = calibration_key(method, task, factor, missing, 501, 16, 0.9, sigma_y, posterior, predictive=predictive)
         assert shipped.lookup(sha, key) is not None, (path.name, name, key)

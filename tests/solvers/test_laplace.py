@@ -70,6 +70,32 @@ def test_laplace_samples_are_seeded_and_stop_with_the_monitor(tiny_generator, tr
         solve_vi(problem, cfg, seed=0)
 
 
+def test_the_linear_predictive_renders_the_generator_linearised_at_the_map_point(tiny_generator, truth):
+    """render("linear") = G(w*) + J_G·(w − w*), against a central difference at a 10× smaller step (O(h²); the
+    double-backward jvp of torch.autograd does not see through the generator's custom ops); "generator" = G(w)."""
+    G = tiny_generator
+    ws, x = truth
+    mask = torch.zeros(32, 32, dtype=torch.bool)
+    mask[:, 16:] = True
+    f = laplace_factor(_problem(G, x, mask), ws, sigma_y=0.05)
+    latents = f.sample(3, torch.Generator().manual_seed(0))
+    linear = f.render(G, latents, "linear", batch=2)
+
+    def image(w):
+        return G.synthesis(w, noise_mode="const", precision="fp32")
+
+    h = 1e-3
+    with torch.no_grad():
+        base = image(ws)
+        for w, got in zip(latents, linear):
+            delta = (w - ws[0])[None]
+            jvp = (image(ws + h * delta) - image(ws - h * delta)) / (2 * h)
+            assert torch.linalg.norm(got - base - jvp[0]) < 0.05 * torch.linalg.norm(jvp)
+    np.testing.assert_allclose(f.render(G, latents, "generator", batch=2).numpy(), image(latents).numpy(), atol=1e-5)
+    with pytest.raises(ValueError, match="predictive"):
+        f.render(G, latents, "exact", batch=2)
+
+
 @pytest.fixture(scope="module")
 def untrained_64(tmp_path_factory):
     """An untrained 64 px gray StyleGAN2-ADA (default initialisation: noise strengths 0), narrower than official."""
@@ -91,8 +117,39 @@ def test_default_vi_std_is_over_twice_larger_in_the_missing_half_of_an_in_prior_
     r = reconstruct(image, task="inpaint", mask=mask, prior=str(path), method="vi", steps=200, samples=16, seed=0,
                     window=(0.0, 2.0))
     assert r.settings["method_options"]["vi_posterior"] == "laplace"
+    assert r.settings["method_options"]["vi_predictive"] == "linear"
+    assert r.settings["interval"]["key"]["predictive"] == "linear"
     inside, outside = r.std[:, 32:].mean(), r.std[:, :32].mean()
     assert inside > 2 * outside, (inside, outside)
     meanfield = reconstruct(image, task="inpaint", mask=mask, prior=str(path), method="vi", steps=200, samples=16,
                             seed=0, window=(0.0, 2.0), vi_posterior="meanfield")
     assert meanfield.std[:, 32:].mean() < 1.5 * meanfield.std[:, :32].mean()  # BRGM's W+-only q: nearly flat
+
+
+def test_the_linear_predictive_keeps_measured_pixels_within_the_noise(untrained_64):
+    """Theory: under the linearised generator an observed pixel's posterior variance is σ_y²·h ≤ σ_y² (h its
+    leverage). Rendering the same latents through the generator itself bends them off the data (3× σ_y here)."""
+    from napari_brgm.solvers import MapConfig, solve_map
+
+    G, _ = untrained_64
+    with torch.no_grad():
+        x = G.synthesis(G.mapping(torch.randn(1, 128, generator=torch.Generator().manual_seed(1)), 0.7))
+    mask = torch.zeros(64, 64, dtype=torch.bool)
+    mask[:, 32:] = True
+    problem = _problem(G, x, mask, sigma=0.05)
+    f = laplace_factor(problem, solve_map(problem, MapConfig(steps=100)).ws, sigma_y=0.05)
+    latents = f.sample(32, torch.Generator().manual_seed(0))
+    std = {p: f.render(G, latents, p, batch=8).std(0)[0] for p in ("linear", "generator")}
+    observed = {k: v[~mask].mean().item() for k, v in std.items()}
+    assert observed["linear"] < 0.05 < observed["generator"], observed
+    assert std["linear"][mask].mean() > 5 * observed["linear"]
+
+
+def test_the_linear_predictive_belongs_to_the_laplace_posterior(untrained_64):
+    assert ViConfig(posterior="laplace").predictive == "linear"
+    assert ViConfig(posterior="meanfield").predictive == "generator"
+    with pytest.raises(ValueError, match="Laplace"):
+        ViConfig(posterior="meanfield", predictive="linear")
+    with pytest.raises(ValueError, match="Laplace"):  # refused before any work
+        reconstruct(np.zeros((64, 64), np.float32), task="superres", factor=2, prior=str(untrained_64[1]),
+                    method="vi", vi_posterior="meanfield", vi_predictive="linear")

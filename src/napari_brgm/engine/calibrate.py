@@ -193,6 +193,17 @@ def _prior_identity(prior, method: str) -> str:
     return "none" if kind is None else file_sha256(_resolve_prior(prior, kind))
 
 
+def _vi_identity(method: str, task: str, options: dict) -> dict:
+    """A VI stage's resolved posterior and predictive, for the cache name: a run under an older default re-runs."""
+    from napari_brgm.engine.reconstruction import _vi_stage
+    from napari_brgm.engine.settings import Settings
+
+    settings = Settings.from_flat(task=task, method=method, **options)
+    settings.resolve_defaults()
+    posterior, predictive = _vi_stage(settings)
+    return {} if posterior is None else {"vi": [posterior, predictive]}
+
+
 def calibrate(images: Sequence[np.ndarray], *, prior, method: str = "vi", task: str = "superres", factor: int = 4,
               steps: int = 501, samples: int = 16, levels: Sequence[float] = LEVELS, seed: int = 0,
               sigma_y: float | None = None, data_kind: str = "real-heldout", sources: Sequence[str] | None = None,
@@ -225,7 +236,8 @@ def calibrate(images: Sequence[np.ndarray], *, prior, method: str = "vi", task: 
         kept = r = None
         if cache is not None:
             kept = cache / (run_id(case, prior=prior_id, method=method, task=task, factor=factor, steps=steps,
-                                   samples=samples, seed=seed + i, sigma_y=sigma_y, options=options) + ".npz")
+                                   samples=samples, seed=seed + i, sigma_y=sigma_y, options=options,
+                                   **_vi_identity(method, task, options)) + ".npz")
             r = CachedRun.load(kept) if kept.is_file() else None
         if r is None:
             result = reconstruct(case.image, task=task, factor=factor, mask=case.mask, prior=prior, method=method,

@@ -15,6 +15,7 @@ from napari_brgm.engine.options import Options, describe, option
 REDDIFF_WEIGHTINGS = ("linear", "sqrt", "square", "log", "clip", "const")  # solvers.reddiff.WEIGHTINGS (no torch here)
 DIP_RESOLUTIONS = (32, 64, 128, 256, 512)
 VI_POSTERIORS = ("laplace", "lowrank", "noise", "lowrank+noise", "meanfield")  # solvers.vi.POSTERIORS (no torch here)
+VI_PREDICTIVES = ("linear", "generator")  # solvers.laplace.PREDICTIVES
 
 
 @dataclass
@@ -38,6 +39,10 @@ class _Variational(Options):
                                             "\"lowrank\", \"noise\", \"lowrank+noise\" or \"meanfield\" (BRGM's); None: "
                                             "laplace in elbo mode, meanfield in brgm mode", choices=(None, *VI_POSTERIORS))
     vi_rank: int = option(16, "rank of the low-rank families' correlated part", minimum=1)
+    vi_predictive: str | None = option(None, "how the Laplace posterior's samples become images: \"linear\" (the "
+                                             "generator linearised at the MAP point, the model the posterior is "
+                                             "exact for) or \"generator\"; None: linear for laplace, else generator",
+                                       choices=(None, *VI_PREDICTIVES))
 
 
 @dataclass

@@ -193,9 +193,9 @@ def finish(prep: Prepared, estimate: _Estimate, progress=None, should_stop=None)
     settings_out["interval"] = {"level": settings.interval, "calibrated": False, "calibration": None,
                                 "reason": "point estimate: no samples"}
     if std is not None:
+        posterior, predictive = _vi_stage(settings)
         key = calibration_key(settings.method, settings.task, settings.factor, missing, settings.steps,
-                              len(samples_in), settings.interval, sigma_y, _vi_posterior(settings),
-                              task_key(settings))
+                              len(samples_in), settings.interval, sigma_y, posterior, task_key(settings), predictive)
         lower, upper, settings_out["interval"] = run_intervals(
             mean, std, len(samples_in), missing, key=key, level=settings.interval,
             sigma_y=imap.sigma_to_input(sigma_y), value_range=imap.width, calibration=prep.calibration,
@@ -300,11 +300,11 @@ def _misfit(problem: Problem, estimate: _Estimate, sigma_y: float, kind: str | N
         return float(problem.data_fit(x.float())[0]) / sigma_y**2
 
 
-def _vi_posterior(settings: Settings) -> str | None:
-    """VI's posterior family when the run had a VI stage (part of the calibration key), else None."""
+def _vi_stage(settings: Settings) -> tuple[str | None, str | None]:
+    """VI's posterior family and predictive when the run had a VI stage (part of the calibration key), else None."""
     opts = settings.method_options
     ran_vi = settings.method == "vi" or (settings.method == "iagan" and opts.iagan_vi)
-    return opts.vi_posterior if ran_vi else None
+    return (opts.vi_posterior, opts.vi_predictive) if ran_vi else (None, None)
 
 
 def _has_samples(settings: Settings) -> bool:
@@ -349,7 +349,8 @@ def _map_config(settings: Settings, device: torch.device) -> MapConfig:
 def _vi_config(settings: Settings, sigma_y: float, map_cfg: MapConfig) -> ViConfig:
     opts = settings.method_options  # vi, iagan: ViOptions, IaganOptions
     return ViConfig(steps=settings.steps, mc_samples=opts.mc_samples, samples=settings.samples,
-                    mode=opts.vi_mode, posterior=opts.vi_posterior, rank=opts.vi_rank, sigma_y=sigma_y, map=map_cfg)
+                    mode=opts.vi_mode, posterior=opts.vi_posterior, rank=opts.vi_rank, sigma_y=sigma_y, map=map_cfg,
+                    predictive=opts.vi_predictive)
 
 
 def _solve_brgm(problem: Problem, settings: Settings, sigma_y: float, monitor: Monitor, plan, model,

@@ -65,13 +65,18 @@ def noise_bin(sigma_y_model: float) -> str:
 
 
 def calibration_key(method: str, task: str, factor: int, missing: np.ndarray | None, steps: int, samples: int,
-                    level: float, sigma_y_model: float, posterior: str | None = None, extra: dict | None = None) -> dict:
-    """The record key a run looks up (and `calibrate` writes); `posterior`: VI's family, when VI ran; `extra`:
-    the task's own fields (k-space acceleration and mask type, the deblurring PSF), matched exactly."""
+                    level: float, sigma_y_model: float, posterior: str | None = None, extra: dict | None = None,
+                    predictive: str | None = None) -> dict:
+    """The record key a run looks up (and `calibrate` writes); `posterior`, `predictive`: VI's family and how its
+    samples became images, when VI ran; `extra`: the task's own fields (k-space acceleration and mask type, the
+    deblurring PSF), matched exactly. "generator" is not written: records made before the Laplace posterior's
+    linear predictive have no such field, and they are the generator's."""
     key = {"method": method, "task": task, "steps": int(steps), "samples": int(samples), "level": float(level),
            "noise_bin": noise_bin(sigma_y_model)} | dict(extra or {})
     if posterior is not None:
         key["posterior"] = posterior
+        if predictive not in (None, "generator"):
+            key["predictive"] = predictive
     if task == "superres":
         key["factor"] = int(factor)
     if task == "inpaint":

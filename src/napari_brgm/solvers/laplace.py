@@ -9,6 +9,13 @@ image, which a mean-field q over W+ collapses (docs/engine.md, "posterior famili
 J is formed column by column with forward differences of the generator (one batched forward pass
 per `batch` directions: no backward pass), so the cost is num_ws·w_dim generator images and the
 memory measurement size × num_ws·w_dim floats; `MAX_ENTRIES` bounds the latter.
+
+Predictive (`PREDICTIVES`): "linear" renders G(w*) + J_G·(w − w*), the generator linearised at w*, which
+is the model this Gauss–Newton posterior is exact for (the "GLM predictive", Immer, Korzepa & Bauer,
+AISTATS 2021): an observed pixel's variance is then σ_y²·h ≤ σ_y² (h its leverage). "generator"
+renders G(w) itself: the free directions, taken at the prior's spread, bend the observed pixels away
+from the data by the generator's curvature (3–8× σ_y on untrained generators), so the std no longer
+says which pixels were measured.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from napari_brgm.solvers.problem import Problem
 
 MAX_ENTRIES = 200_000_000  # measurement entries × latent dimensions of J (800 MB in float32)
 STEP = 1e-2  # forward-difference step in prior-whitened units
+PREDICTIVES = ("linear", "generator")  # how samples of q become images (module docstring)
 
 
 @dataclass
@@ -38,6 +46,21 @@ class LaplaceFactor:
         """`count` latents w* + σ_d ⊙ (L ε), ε ~ N(0, I): [count, num_ws, w_dim]."""
         eps = torch.randn((count, self.factor.shape[1]), generator=gen, device=self.ws.device)
         return self.ws + ((eps @ self.factor.T) * self.prior_scale).reshape(count, *self.ws.shape[1:])
+
+    def render(self, G, latents: torch.Tensor, predictive: str, batch: int) -> torch.Tensor:
+        """Images of `latents` [S, num_ws, w_dim] under `predictive`, `batch` per generator call: [S, C, R, R].
+
+        "linear": G(w*) + (G(w* + t·δ) − G(w*)) / t with δ = w − w* and t = STEP, a directional forward
+        difference (J_G·δ without forming J_G over every pixel), in fp32 like J itself.
+        """
+        if predictive not in PREDICTIVES:
+            raise ValueError(f"predictive must be one of {PREDICTIVES}, got {predictive!r}")
+        if predictive == "generator":
+            return torch.cat([G.synthesis(chunk, noise_mode="const") for chunk in latents.split(batch)])
+        base = G.synthesis(self.ws, noise_mode="const", precision="fp32")
+        near = self.ws + STEP * (latents - self.ws)
+        moved = torch.cat([G.synthesis(chunk, noise_mode="const", precision="fp32") for chunk in near.split(batch)])
+        return base + (moved - base) / STEP
 
     @property
     def free_directions(self) -> int:

@@ -10,7 +10,8 @@ Posterior families (`posterior`):
   as large as the generator's learned noise strengths allow.
 - "laplace": no optimisation of q; the Gauss–Newton Laplace posterior at the MAP point, a
   full-covariance Gaussian over W+ (`solvers.laplace`): every direction the measurement leaves
-  free keeps the prior's spread. It needs the MAP warm start.
+  free keeps the prior's spread. It needs the MAP warm start. Its samples are rendered through the
+  generator linearised at the MAP point by default (`predictive`, `solvers.laplace.PREDICTIVES`).
 
 Two objectives:
 - "elbo" (default): the negative evidence lower bound, every term a sum in consistent units,
@@ -34,7 +35,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from napari_brgm.solvers.laplace import laplace_factor
+from napari_brgm.solvers.laplace import PREDICTIVES, laplace_factor
 from napari_brgm.solvers.latent_priors import LatentStats
 from napari_brgm.solvers.map import MapConfig, brgm_terms
 from napari_brgm.solvers.monitor import Monitor, record_step
@@ -59,6 +60,7 @@ class ViConfig:
     sigma_y: float = 0.05  # measurement noise std in model units ([-1, 1]); elbo mode
     init_sigma_scale: float = 0.1  # σ (and U's column scale) starts at this fraction of σ_d when μ starts at the MAP
     init_noise_sigma: float = 0.5  # std of q over the noise maps at the start (their prior's is 1)
+    predictive: str | None = None  # "linear" (laplace only) or "generator"; None: linear for laplace, else generator
     map: MapConfig = field(default_factory=MapConfig)  # weights of the brgm mode; MAP warm start
 
     def __post_init__(self):
@@ -75,6 +77,7 @@ class ViConfig:
             raise ValueError(f"sigma_y must be positive, got {self.sigma_y}")
         if self.rank < 1 and "lowrank" in self.posterior:
             raise ValueError(f"a low-rank posterior needs rank >= 1, got {self.rank}")
+        self.predictive = default_predictive(self.posterior, self.predictive)
 
     @property
     def low_rank(self) -> int:
@@ -83,6 +86,18 @@ class ViConfig:
     @property
     def noise_latents(self) -> bool:
         return "noise" in self.posterior
+
+
+def default_predictive(posterior: str, predictive: str | None) -> str:
+    """The predictive a posterior family renders with: "linear" is the Laplace posterior's (and its default)."""
+    if predictive is None:
+        return "linear" if posterior == "laplace" else "generator"
+    if predictive not in PREDICTIVES:
+        raise ValueError(f"VI predictive must be one of {PREDICTIVES}, got {predictive!r}")
+    if predictive == "linear" and posterior != "laplace":
+        raise ValueError(f"the linear predictive is the Laplace posterior's; posterior {posterior!r} renders "
+                         "with the generator (predictive 'generator')")
+    return predictive
 
 
 @dataclass
@@ -246,8 +261,7 @@ def _solve_laplace(problem: Problem, cfg: ViConfig, stats: LatentStats, gen: tor
             image = G.synthesis(mu_init, noise_mode="const")
         return ViOutput(mu=mu_init.detach(), sigma=torch.zeros_like(mu_init), samples=image, stopped=True)
     with torch.no_grad():
-        ws = factor.sample(cfg.samples, gen)
-        samples = torch.cat([G.synthesis(chunk, noise_mode="const") for chunk in ws.split(cfg.render_batch)])
+        samples = factor.render(G, factor.sample(cfg.samples, gen), cfg.predictive, cfg.render_batch)
         at_mode = _elbo_terms(problem, G.synthesis(mu_init, noise_mode="const"), None, stats, cfg, mu_init)
     sigma = (factor.factor.square().sum(1).sqrt() * factor.prior_scale).reshape(mu_init.shape)
     losses = {name: [float(v)] for name, v in at_mode.items()} | {"total": [float(sum(at_mode.values()))],
