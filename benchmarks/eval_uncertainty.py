@@ -14,6 +14,9 @@ Metrics are per slice, then averaged over slices (../shared/docs/uq-calibration.
 
   cov missing / all  coverage of the three intervals z·σ̂ / m_S·σ̂ / calibrated on the missing pixels
                      (inpainting only) and on all pixels
+  cal set, l-o-o     the record's own leave-one-out coverage on its calibration images (the hole's pixels
+                     for masks, all pixels else): what it covers on images like those; the held-out head
+                     far above it is easier for the method than the calibration set
   width all          mean width of the m_S·σ̂ and the calibrated interval (input units: [-1, 1] slices)
   ZMS                mean (e/σ̂)² over all pixels (target 1)
   ρ all / missing    Spearman ρ(σ̂, |e|) and ρ_ref, the ρ of calibrated errors for the same σ̂ map
@@ -89,7 +92,7 @@ class Run:
 
 
 def calibrated(r: Run, missing, requested, level):
-    """(lower, upper, match text) of the record the engine would use for this run, or None."""
+    """(lower, upper, match text, record) of the record the engine would use for this run, or None."""
     from napari_brgm.engine.uncertainty import file_sha256
 
     calibration, _ = load_calibration(requested, r.prior_path)
@@ -104,7 +107,7 @@ def calibrated(r: Run, missing, requested, level):
     record, match = found
     groups = pixel_groups(missing, r.mean.shape)
     lo, hi = record.interval(r.mean, r.std, r.eps, groups)  # as the engine: per σ̂ quartile when fitted so
-    return lo, hi, match.text + (" ×q" if record.stratified(groups) else "")
+    return lo, hi, match.text + (" ×q" if record.stratified(groups) else ""), record
 
 
 def run(truth, key, spec, args, cache: Path | None = None):
@@ -144,7 +147,9 @@ def slice_metrics(truth, r: Run, missing, level, seed, requested=None) -> dict:
     if cal is not None:
         intervals["cal"] = cal[:2]
     groups = {"all": None} if missing is None else {"all": None, "missing": missing}
+    loo = {} if cal is None else cal[3].notes.get("leave_one_out", {}).get("groups", {})
     out = {"samples": n_samples, "m_S": gaussian_multiplier(level, n_samples),
+           **({"cov_loo": loo.get("missing", loo.get("all"))} if loo else {}),
            "calibration": cal[2] if cal is not None else "none",
            "zms": M.zms(std, err), "ause": M.ause(std, err), "ause_ref": M.ause(std, M.reference_errors(std, seed))}
     for g, mask in groups.items():
@@ -198,6 +203,7 @@ def table_row(spec, key, n, row) -> str:
         return f"{fmt(g(f'rho_{grp}'), 2)} ({fmt(g(f'rho_ref_{grp}'), 2)})"
 
     cells = [spec, key, str(n), cov("missing") if g("cov_missing_z") is not None else "–", cov("all"),
+             fmt(g("cov_loo")),
              f"{fmt(g('width_all_mS'))} / {fmt(g('width_all_cal'))}", fmt(g("zms"), 2), rho("all"),
              rho("missing") if g("rho_missing") is not None else "–",
              f"{fmt(g('ause'))} ({fmt(g('ause_ref'))})", fmt(g("m9"), 2), row["calibration"], fmt(g("seconds"), 1)]
@@ -238,8 +244,8 @@ def main(argv=None) -> int:
     print(f"held-out {args.heldout.name}: slices {[data.sources[i] for i in chosen]}; {args.steps} steps, "
           f"S = {args.samples}, level {args.level}, seed {args.seed}\n")
     print(f"| method | task | n | {pct} missing z·σ / m_S·σ / cal | {pct} all z·σ / m_S·σ / cal "
-          "| width all m_S·σ / cal | ZMS | ρ all (ρ_ref) | ρ missing (ρ_ref) | AUSE (ref) | M9 | calibration "
-          "| s/slice |\n" + "|---" * 13 + "|", flush=True)
+          "| cal set, leave-one-out (missing or all) | width all m_S·σ / cal | ZMS | ρ all (ρ_ref) "
+          "| ρ missing (ρ_ref) | AUSE (ref) | M9 | calibration | s/slice |\n" + "|---" * 14 + "|", flush=True)
     rows, per_slice = [], []
     for spec in methods:
         for key in keys:

@@ -41,7 +41,11 @@ def test_calibrate_writes_records_beside_the_prior_that_reconstruct_then_uses(pr
     lams = {r.key["level"]: r.lambdas["all"] for r in cal.records}
     assert 0 < lams[0.8] < lams[0.9] < lams[0.95]
     assert all(r.lambdas["all|q1"] != r.lambdas["all|q4"] for r in cal.records)
-    assert "wrote 3 records" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "wrote 3 records" in said and "leave-one-out coverage all 0." in said
+    loo = cal.records[1].notes["leave_one_out"]
+    assert loo["images"] == cal.records[1].n_images["all"] and list(loo["by_plane"]) == ["axial"]
+    assert 0 < loo["groups"]["all"] <= 1
 
     low = np.asarray(nib.load(BRAIN_SAMPLE).dataobj, np.float32)
     slab = low[..., low.shape[2] // 2][:128, :128].reshape(8, 16, 8, 16).mean(axis=(1, 3))

@@ -113,6 +113,36 @@ def test_calibrated_interval_covers_new_images_at_the_level(fitted):
         assert 0.87 <= np.mean(covered) <= 0.93
 
 
+def test_leave_one_out_coverage_is_the_level_plus_the_crc_margin_and_splits_by_label():
+    """Exchangeable images: about 1 − ((n)α − 1)/(n − 1) (the CRC target with n − 1 images, 0.926 at n = 30).
+    Half the images three times harder than the rest: their coverage falls below, the easy ones' rises."""
+    rng = np.random.default_rng(5)
+    truths, means, stds, groups = _images(30, rng)
+    loo = cal.leave_one_out_coverage(truths, means, stds, groups, KEY, LEVEL, 1e-9, labels={"plane": ["a"] * 30})
+    target = 1 - (30 * 0.1 - 1) / 29
+    assert loo["images"] == 30 and set(loo["groups"]) == {"missing", "observed"}
+    for g in KAPPA:
+        assert target - 0.02 <= loo["groups"][g] <= target + 0.02, loo
+    assert loo["by_plane"] == {"a": loo["groups"]}
+    i = 7  # one image by hand: the record of the other 29, applied to it
+    rest = [j for j in range(30) if j != i]
+    rec = cal.fit_record(*([a[j] for j in rest] for a in (truths, means, stds, groups)), KEY, LEVEL, 1e-9, "x")
+    lo, hi = rec.interval(means[i], stds[i], 1e-9, groups[i])
+    hard = [k % 2 == 1 for k in range(30)]
+    truths_mixed = [mu + (3.0 if h else 1.0) * (x - mu) for x, mu, h in zip(truths, means, hard)]
+    loo_mixed = cal.leave_one_out_coverage(truths_mixed, means, stds, groups, KEY, LEVEL, 1e-9,
+                                           labels={"shape": ["hard" if h else "easy" for h in hard]})
+    by = loo_mixed["by_shape"]
+    assert by["hard"]["missing"] < LEVEL - 0.03 and by["easy"]["missing"] > LEVEL + 0.05, by
+    per_image = cal.leave_one_out_coverage([truths[i]] + [truths[j] for j in rest],
+                                           [means[i]] + [means[j] for j in rest], [stds[i]] + [stds[j] for j in rest],
+                                           [groups[i]] + [groups[j] for j in rest], KEY, LEVEL, 1e-9,
+                                           labels={"one": ["me"] + [None] * 29})
+    assert per_image["by_one"]["me"]["missing"] == pytest.approx(coverage(truths[i], lo, hi, groups[i]["missing"]))
+    with pytest.raises(ValueError, match="labels"):
+        cal.leave_one_out_coverage(truths, means, stds, groups, KEY, LEVEL, 1e-9, labels={"plane": ["a"]})
+
+
 def test_images_with_an_empty_group_drop_out():
     truths, means, stds, groups = _images(40, np.random.default_rng(2))
     for g in groups[:5]:

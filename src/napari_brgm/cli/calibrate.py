@@ -132,7 +132,8 @@ def _run(args) -> int:
     for rec in records:
         lams = ", ".join(f"{g} {v:.2f}" for g, v in rec.lambdas.items())
         where = rec.key.get("factor") or rec.key.get("missing_fraction_bin") or ""
+        loo = ", ".join(f"{g} {v:.3f}" for g, v in rec.notes["leave_one_out"].get("groups", {}).items())
         print(f"{rec.key['task']} {where} level {rec.key['level']:.2f}: λ {lams} "
-              f"(n {min(rec.n_images.values())} slices)")
+              f"(n {min(rec.n_images.values())} slices; leave-one-out coverage {loo or 'not measured: too few'})")
     print(f"wrote {len(records)} records to {out}" + (" (interrupted: fitted the runs done)" if interrupted else ""))
     return 0

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 import hashlib
 import json
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_brgm.engine.calibration import (STRATA, CalibrationError, CalibrationFile, CalibrationRecord,
-                                            fit_record, missing_fraction_bin)
+                                            fit_record, leave_one_out_coverage, missing_fraction_bin)
 from napari_brgm.engine.ood import calibration_reference
 from napari_brgm.engine.uncertainty import LEVELS, file_sha256
 
@@ -96,6 +97,7 @@ class Case:
     truth: np.ndarray
     groups: dict[str, np.ndarray]
     bin: str | None  # inpainting's missing-fraction bin
+    kind: str | None = None  # inpainting's mask shape (`MASK_SHAPES`)
 
 
 def blur_as_the_engine(truth: np.ndarray, psf: dict | None) -> np.ndarray:
@@ -136,10 +138,11 @@ def simulate(truth: np.ndarray, task: str, *, factor: int = 4, sigma_y: float | 
     cases = []
     for fraction_bin in bins:
         kinds = MASK_SHAPES[fraction_bin]
-        m = simulation_mask(truth.shape, kinds[rng.integers(len(kinds))])
+        kind = kinds[rng.integers(len(kinds))]
+        m = simulation_mask(truth.shape, kind)
         assert missing_fraction_bin(float(m.mean())) == fraction_bin, (fraction_bin, m.mean())
         cases.append(Case(np.where(m, 0, truth).astype(np.float32), m.astype(np.uint8), truth,
-                          {"missing": m, "observed": ~m}, fraction_bin))
+                          {"missing": m, "observed": ~m}, fraction_bin, kind))
     return cases
 
 
@@ -252,7 +255,7 @@ def calibrate(images: Sequence[np.ndarray], *, prior, method: str = "vi", task: 
         # the engine's own key, but the level; and but the sample count, which early stopping (DIP) can lower
         # in some runs: those stay in (dropping them would bias the set), the record takes the usual count
         key = {k: v for k, v in r.settings["interval"]["key"].items() if k not in ("level", "samples")}
-        runs.setdefault(json.dumps(key, sort_keys=True), []).append((case, r))
+        runs.setdefault(json.dumps(key, sort_keys=True), []).append((i, case, r))
         if progress is not None:
             progress(n, len(cases), f"slice {i + 1}/{len(images)}" + (f", mask {case.bin}" if case.bin else ""))
     sha = file_sha256(prior_path) if prior_path is not None else "none"
@@ -263,18 +266,22 @@ def calibrate(images: Sequence[np.ndarray], *, prior, method: str = "vi", task: 
                                "write to a new file")
     records: list[CalibrationRecord] = []
     for done in runs.values():
-        case0, r0 = done[0]
-        mean_missing = np.mean([c.mask.mean() for c, _ in done]) if case0.mask is not None else None
-        counts = [r.settings["interval"]["key"]["samples"] for _, r in done]
+        _, case0, r0 = done[0]
+        mean_missing = np.mean([c.mask.mean() for _, c, _ in done]) if case0.mask is not None else None
+        counts = [r.settings["interval"]["key"]["samples"] for _, _, r in done]
         usual = max(set(counts), key=lambda c: (counts.count(c), c))
+        data = ([c.truth for _, c, _ in done], [r.mean for _, _, r in done], [r.std for _, _, r in done],
+                [c.groups for _, c, _ in done])
+        epss = [r.settings["interval"]["eps"] for _, _, r in done]
+        labels = {"plane": [_plane(sources, i) for i, _, _ in done]}
+        if case0.kind is not None:
+            labels["shape"] = [c.kind for _, c, _ in done]
         for level in levels:
             key = r0.settings["interval"]["key"] | {"level": level, "samples": usual}
             try:
-                rec = fit_record([c.truth for c, _ in done], [r.mean for _, r in done], [r.std for _, r in done],
-                                 [c.groups for c, _ in done], key, level,
-                                 [r.settings["interval"]["eps"] for _, r in done], data_kind,
+                rec = fit_record(*data, key, level, epss, data_kind,
                                  notes={"sources": list(sources or [])[: len(images)],
-                                        "misfit_q99": _q99([r.settings["in_distribution"]["score"] for _, r in done]),
+                                        "misfit_q99": _q99([r.settings["in_distribution"]["score"] for *_, r in done]),
                                         "mean_missing_fraction": mean_missing,
                                         **({"samples_seen": sorted(set(counts))} if len(set(counts)) > 1 else {}),
                                         "options": {k: str(v) for k, v in options.items()}},
@@ -282,6 +289,10 @@ def calibrate(images: Sequence[np.ndarray], *, prior, method: str = "vi", task: 
             except CalibrationError as err:  # too few images for this level: the others may still be fitted
                 warnings.warn(f"level {level}: not calibrated: {err}", stacklevel=2)
                 continue
+            try:
+                rec.notes["leave_one_out"] = leave_one_out_coverage(*data, key, level, epss, strata, labels)
+            except CalibrationError as err:  # one image fewer is too few: the record stands, without the check
+                rec.notes["leave_one_out"] = {"images": len(done), "skipped": str(err)}
             target.merge(rec)
             records.append(rec)
     if not records:
@@ -290,6 +301,12 @@ def calibrate(images: Sequence[np.ndarray], *, prior, method: str = "vi", task: 
         target.save(out)
         calibration_reference(images, prior_path, task, factor, bins, out, sources or (), data_kind)
     return target, records
+
+
+def _plane(sources: Sequence[str] | None, i: int) -> str | None:
+    """The slice plane in a calibration image's source name ("head.nii.gz[coronal 40]"), or None."""
+    match = re.search(r"\[(\w+) \d+\]$", sources[i]) if sources is not None and i < len(sources) else None
+    return match.group(1) if match else None
 
 
 def _q99(scores: list) -> float | None:
