@@ -12,7 +12,7 @@ from napari_brgm.priors import builtin_priors
 
 NAME = "brain-t1-64"
 STEPS = 200  # MAP and VI steps of the uncertainty check
-MARGIN = 2.0  # std inside the missing half / outside, at least (Laplace: measured 2.71; its generator predictive 1.91; mean-field 1.11)
+MARGIN = 2.0  # std inside the missing half / outside, at least (measured: 2.71; generator predictive 1.91; mean-field 1.11)
 PSNR_MIN = 30.0  # dB, ×4 SR of a slice the prior represents exactly (measured 34.7)
 pytestmark = pytest.mark.usefixtures("one_thread")
 
