@@ -14,7 +14,7 @@ Predictive (`PREDICTIVES`): "linear" renders G(w*) + J_G·(w − w*), the genera
 is the model this Gauss–Newton posterior is exact for (the "GLM predictive", Immer, Korzepa & Bauer,
 AISTATS 2021): an observed pixel's variance is then σ_y²·h ≤ σ_y² (h its leverage). "generator"
 renders G(w) itself: the free directions, taken at the prior's spread, bend the observed pixels away
-from the data by the generator's curvature (3–8× σ_y on untrained generators), so the std no longer
+from the data by the generator's curvature (3.3–4.3× σ_y on untrained generators), so the std no longer
 says which pixels were measured.
 """
 
