@@ -231,6 +231,7 @@ def calibrate(images: Sequence[np.ndarray], *, prior, method: str = "vi", task: 
         cache = Path(cache)
         cache.mkdir(parents=True, exist_ok=True)
         prior_id = _prior_identity(prior, method)
+        vi_id = _vi_identity(method, task, options)
     runs: dict[str, list] = {}  # the runs of one calibration key (the key a user's run looks up, but its level)
     prior_path = None
     for n, (i, case) in enumerate(cases, 1):
@@ -240,7 +241,7 @@ def calibrate(images: Sequence[np.ndarray], *, prior, method: str = "vi", task: 
         if cache is not None:
             kept = cache / (run_id(case, prior=prior_id, method=method, task=task, factor=factor, steps=steps,
                                    samples=samples, seed=seed + i, sigma_y=sigma_y, options=options,
-                                   **_vi_identity(method, task, options)) + ".npz")
+                                   **vi_id) + ".npz")
             r = CachedRun.load(kept) if kept.is_file() else None
         if r is None:
             result = reconstruct(case.image, task=task, factor=factor, mask=case.mask, prior=prior, method=method,

@@ -139,11 +139,10 @@ class Settings:
         opts = self.method_options
         if getattr(opts, "vi_posterior", "") is None:
             opts.vi_posterior = "meanfield" if opts.vi_mode == "brgm" else "laplace"
-        if getattr(opts, "vi_predictive", "") is None:
-            opts.vi_predictive = "linear" if opts.vi_posterior == "laplace" else "generator"
-        if getattr(opts, "vi_predictive", "") == "linear" and opts.vi_posterior != "laplace":
-            raise ValueError(f"vi_predictive 'linear' is the Laplace posterior's; vi_posterior "
-                             f"{opts.vi_posterior!r} renders with the generator")
+        if hasattr(opts, "vi_predictive"):
+            from napari_brgm.solvers.vi import default_predictive  # the rule lives with the solver (torch: lazy)
+
+            opts.vi_predictive = default_predictive(opts.vi_posterior, opts.vi_predictive)
 
     def as_dict(self) -> dict:
         """JSON-ready: the common fields, and the options nested as "task_options" and "method_options"."""
